@@ -1,0 +1,58 @@
+"""Keep every library off the network. Applied when `common` is imported, before torch/transformers/ultralytics,
+mlflow or ray read their settings. Values already set by the user win (setdefault)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "False",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def cache_dir() -> Path:
+    """Writable cache for mmie and the libraries it drives ($MMIE_CACHE, default ~/.cache/mmie)."""
+    root = Path(os.environ.get("MMIE_CACHE", Path.home() / ".cache" / "mmie"))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        root = Path(tempfile.gettempdir()) / "mmie-cache"
+        root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _quiet_ultralytics_font(config_dir: Path) -> None:
+    """ultralytics downloads Arial.ttf for plots unless it finds one: give it matplotlib's DejaVuSans."""
+    target = config_dir / "Ultralytics" / "Arial.ttf"
+    if target.exists():
+        return
+    try:
+        import matplotlib
+
+        src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+    except (ImportError, OSError):
+        pass
+
+
+def apply() -> None:
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    root = cache_dir()
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(root / "ultralytics"))
+    os.environ.setdefault("MPLCONFIGDIR", str(root / "matplotlib"))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(root / "torch_extensions"))
+    _quiet_ultralytics_font(Path(os.environ["YOLO_CONFIG_DIR"]))

@@ -1,0 +1,1 @@
+"""Pretraining: NewsCLIPpings-format pairs -> WebDataset shards with teacher soft labels -> fusion encoder."""

@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests run offline (inside `unshare -n` under `make test`) on CPU."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import common  # noqa: F401  (sets the offline environment first)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("MMIE_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The shipped real datasets ($MMIE_DATA, default ../shared/data); tests skip where they are absent."""
+    root = shared_data()
+    if not root.is_dir():
+        pytest.skip(f"real datasets not found at {root} (set MMIE_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic dataset in the real formats, made once per test session."""
+    from common.synthetic import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("synthetic")
+    generate(SynthConfig(seed=1, news=120, twitter=90, mnre=90, image_size=96), out)
+    return out

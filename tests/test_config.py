@@ -1,0 +1,110 @@
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import pytest
+import yaml
+
+from common.config import ConfigError, flatten, load_config, save_config, to_dict
+
+
+@dataclass
+class Train:
+    lr: float = 1e-3
+    epochs: int = 3
+    amp: bool = False
+    schedule: Literal["cosine", "linear"] = "cosine"
+    layers: list[int] = field(default_factory=lambda: [1, 2])
+    tag: Optional[str] = None
+
+
+@dataclass
+class Model:
+    text: str = "minilm-l6"
+    dim: int = 384
+
+
+@dataclass
+class Cfg:
+    name: str = "x"
+    train: Train = field(default_factory=Train)
+    model: Model = field(default_factory=Model)
+
+
+def write(tmp_path, data, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_defaults_yaml_and_overrides(tmp_path):
+    p = write(tmp_path, {"train": {"epochs": 5}, "model": {"text": "/models/bert"}})
+    cfg = load_config(Cfg, p, ["train.lr=3e-4", "train.amp=true", "train.layers=[4, 5]", "name=run1",
+                               "train.schedule=linear", "train.tag=none"])
+    assert cfg.train.epochs == 5 and cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.train.amp is True and cfg.train.layers == [4, 5] and cfg.train.schedule == "linear"
+    assert cfg.train.tag is None
+    assert cfg.model.text == "/models/bert" and cfg.model.dim == 384 and cfg.name == "run1"
+
+
+def test_int_accepted_for_float_but_not_reverse(tmp_path):
+    assert load_config(Cfg, None, ["train.lr=1"]).train.lr == 1.0
+    assert isinstance(load_config(Cfg, None, ["train.lr=1"]).train.lr, float)
+    with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
+        load_config(Cfg, None, ["train.epochs=2.5"])
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(Cfg, None, ["train.lr=0.5", "train.tag=abc"])
+    path = save_config(cfg, tmp_path / "resolved.yaml")
+    again = load_config(Cfg, path)
+    assert again == cfg
+    assert to_dict(again)["train"]["tag"] == "abc"
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    p = write(tmp_path, {"train": {"lrr": 0.1}})
+    with pytest.raises(ConfigError) as e:
+        load_config(Cfg, p)
+    msg = str(e.value)
+    assert "train.lrr" in msg and str(p) in msg and "lr" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match="unknown key model.txt"):
+        load_config(Cfg, None, ["model.txt=x"])
+
+
+@pytest.mark.parametrize("override,expect", [
+    ("train.amp=3", "expected true/false"),
+    ("train.schedule=step", "is not one of"),
+    ("model.dim=big", "expected an integer"),
+    ("train.layers=[1, 'a']", r"train.layers\[1\]"),
+    ("train=5", "expected a mapping"),
+    ("notakey", "not of the form"),
+])
+def test_wrong_types_are_one_line_errors(override, expect):
+    with pytest.raises(ConfigError, match=expect):
+        load_config(Cfg, None, [override])
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Cfg, tmp_path / "nope.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: {lr: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(Cfg, p)
+
+
+def test_flatten_for_mlflow():
+    flat = flatten(load_config(Cfg, None, ["train.layers=[3]"]))
+    assert flat["train.lr"] == 1e-3 and flat["model.text"] == "minilm-l6" and flat["train.layers"] == "3"
+    assert all("." in k or k == "name" for k in flat)
+
+
+def test_cli_prints_config_error_as_one_line(tmp_path, capsys):
+    from common.errors import cli_main
+
+    p = write(tmp_path, {"trian": {"lr": 0.1}})
+    with pytest.raises(SystemExit) as e:
+        cli_main(lambda argv: load_config(Cfg, p) and 0, [])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {p}: unknown key trian")
