@@ -201,7 +201,8 @@ def write_newsclippings(cfg: SynthConfig, out: Path) -> dict:
         annotations = []
         for i, item_id in enumerate(ids):
             rng = _rng(cfg, "news-pairs", split, i)
-            annotations.append({"id": item_id, "image_id": item_id, "similarity_score": round(rng.uniform(0.6, 0.95), 4),
+            score = round(rng.uniform(0.6, 0.95), 4)
+            annotations.append({"id": item_id, "image_id": item_id, "similarity_score": score,
                                 "falsified": False, "source_dataset": 0})
             # the falsified image: another item of the split, sharing as few object kinds as possible
             candidates = rng.sample(ids, min(8, len(ids)))

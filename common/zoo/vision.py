@@ -155,6 +155,6 @@ def build_vision_encoder(spec: str, image_size: int | None = None) -> VisionEnco
         try:
             nums = [int(p) for p in parts]
         except ValueError:
-            raise ZooError(f"patch encoder spec {spec!r}: expected patch[:<patch size>[:<dim>]] with integers") from None
+            raise ZooError(f"patch encoder spec {spec!r}: expected patch[:<patch size>[:<dim>]], integers") from None
         return PatchProjection(*nums[:2], image_size=image_size or 224)
     raise ZooError(f"unknown vision encoder {spec!r}: use one of {', '.join(VISION_ENCODERS)}")

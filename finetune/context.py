@@ -1,0 +1,172 @@
+"""Bridging contexts (Shap-CA's image descriptions), one string per post image.
+
+    --context file:<json>   precomputed descriptions, {img_id: text} (e.g. written by LLaVA on a GPU box)
+    --context offline       described here from what the zoo can see: EfficientNet-Lite0's top ImageNet classes,
+                            faces (facenet-pytorch MTCNN, when installed), objects (a detector, when given);
+                            cached on disk by image content, so each image is described once
+    --context none          no context (ablation)
+
+A post whose image is missing or unreadable gets an honest generic context; every fallback is counted.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from common.errors import DataError, MmieError
+from common.offline import cache_dir
+from finetune.images import ImageStore
+
+GENERIC_CONTEXT = "No picture is available for this post."
+OFFLINE_VERSION = "offline-v1"
+
+
+class ContextSource:
+    name = "none"
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+
+    def describe(self, names: list[str], store: ImageStore) -> list[str]:
+        self.counts["none"] += len(names)
+        return [""] * len(names)
+
+    def report(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+class FileContext(ContextSource):
+    def __init__(self, path: Path):
+        super().__init__()
+        self.name = f"file:{path}"
+        if not path.is_file():
+            raise DataError(f"context file {path} does not exist")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"context file {path}: not a JSON object of image id -> text ({e})") from None
+        if not isinstance(data, dict):
+            raise DataError(f"context file {path}: expected a JSON object of image id -> text")
+        self.texts = {str(k): str(v) for k, v in data.items()}
+
+    def describe(self, names: list[str], store: ImageStore) -> list[str]:
+        out = []
+        for name in names:
+            text = self.texts.get(name) or self.texts.get(Path(name).stem)
+            self.counts["from file" if text else "missing from file"] += 1
+            out.append(text or GENERIC_CONTEXT)
+        return out
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _article(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
+class OfflineContext(ContextSource):
+    """EfficientNet-Lite0 classes (+ faces, + detected objects) -> one descriptive sentence per image."""
+
+    def __init__(self, top_k: int = 3, min_prob: float = 0.05, detector=None, batch_size: int = 32,
+                 cache: Path | None = None):
+        super().__init__()
+        self.name = "offline"
+        self.top_k, self.min_prob, self.detector, self.batch_size = top_k, min_prob, detector, batch_size
+        tag = OFFLINE_VERSION + (f"-{detector.name}" if detector is not None else "")
+        self.cache_path = cache or (cache_dir() / "contexts" / f"{hashlib.sha1(tag.encode()).hexdigest()[:12]}.json")
+        self.cache: dict[str, str] = json.loads(self.cache_path.read_text()) if self.cache_path.is_file() else {}
+        self._vision = None
+        self._faces = None
+
+    def _models(self):
+        if self._vision is None:
+            from common.zoo import build_vision_encoder
+
+            self._vision = build_vision_encoder("efficientnet-lite0").eval()
+            if importlib.util.find_spec("facenet_pytorch") is not None:
+                from facenet_pytorch import MTCNN
+
+                self._faces = MTCNN(keep_all=True, device="cpu")
+        return self._vision, self._faces
+
+    @torch.no_grad()
+    def _describe_images(self, images) -> list[str]:
+        vision, faces = self._models()
+        probs = vision.classify(torch.stack([vision.preprocess(im) for im in images])).softmax(-1)  # (B, 1000)
+        cats = vision.categories
+        objects = self.detector.labels(images) if self.detector is not None else [[] for _ in images]
+        texts = []
+        for i, im in enumerate(images):
+            top = probs[i].topk(self.top_k)
+            names = [cats[j] for p, j in zip(top.values, top.indices) if p >= self.min_prob]
+            names = names or [cats[int(top.indices[0])]]
+            text = f"The image looks like {_join([_article(n) for n in names])}."
+            if faces is not None:
+                boxes, _ = faces.detect(im)
+                n = 0 if boxes is None else len(boxes)
+                if n:
+                    text += f" It shows {n} face{'s' if n > 1 else ''}."
+            if objects[i]:
+                counts = Counter(objects[i])
+                text += " It contains " + _join([f"{c} {k}{'s' if c > 1 else ''}" for k, c in counts.items()]) + "."
+            texts.append(text)
+        return texts
+
+    def describe(self, names: list[str], store: ImageStore) -> list[str]:
+        out: list[str | None] = [None] * len(names)
+        todo: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            path = store.path(name)
+            if path is None or not path.is_file():
+                self.counts["missing image"] += 1
+                out[i] = GENERIC_CONTEXT
+                continue
+            key = hashlib.sha1(path.read_bytes()).hexdigest()
+            if key in self.cache:
+                self.counts["cached"] += 1
+                out[i] = self.cache[key]
+            else:
+                todo.setdefault(key, []).append(i)
+        keys = list(todo)
+        for b in tqdm(range(0, len(keys), self.batch_size), desc="offline contexts", leave=False,
+                      disable=len(keys) < self.batch_size):
+            batch = keys[b:b + self.batch_size]
+            images, ok = [], []
+            for key in batch:
+                img, status = store.open(names[todo[key][0]])
+                if status == "ok":
+                    images.append(img)
+                    ok.append(key)
+                else:
+                    for i in todo[key]:
+                        out[i] = GENERIC_CONTEXT
+                    self.counts["unreadable image"] += len(todo[key])
+            for key, text in zip(ok, self._describe_images(images) if images else []):
+                self.cache[key] = text
+                for i in todo[key]:
+                    out[i] = text
+                self.counts["described"] += len(todo[key])
+        if keys:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.cache))
+            tmp.replace(self.cache_path)
+        return out  # type: ignore[return-value]
+
+
+def build_context(spec: str, detector=None) -> ContextSource:
+    if spec == "none":
+        return ContextSource()
+    if spec == "offline":
+        return OfflineContext(detector=detector)
+    if spec.startswith("file:"):
+        return FileContext(Path(spec[len("file:"):]))
+    raise MmieError(f"unknown context source {spec!r}: use none, offline or file:<json>")

@@ -1,0 +1,50 @@
+"""Post images: resolved under an optional image root; a missing or unreadable file becomes the default image
+and is counted, per split, so every report can say how many posts were seen without their picture."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+DEFAULT_IMAGE_SIZE = 224
+
+
+def default_image(size: int = DEFAULT_IMAGE_SIZE) -> Image.Image:
+    """The stand-in for a missing picture: a uniform mid-grey square (zero after the usual normalisations)."""
+    return Image.new("RGB", (size, size), (128, 128, 128))
+
+
+class ImageStore:
+    """Opens post images by file name under `root` (None: every image is missing) and counts the outcomes."""
+
+    def __init__(self, root: str | Path | None):
+        self.root = Path(root) if root else None
+        self.counts: Counter = Counter()  # "ok" | "missing" | "unreadable"
+
+    def path(self, name: str) -> Path | None:
+        return self.root / name if self.root and name else None
+
+    def open(self, name: str) -> tuple[Image.Image, str]:
+        path = self.path(name)
+        if path is None or not path.is_file():
+            status, img = "missing", default_image()
+        else:
+            try:
+                with Image.open(path) as im:
+                    img = im.convert("RGB")
+                status = "ok"
+            except (UnidentifiedImageError, OSError, ValueError):
+                status, img = "unreadable", default_image()
+        self.counts[status] += 1
+        return img, status
+
+    def report(self) -> dict[str, int]:
+        return {k: self.counts.get(k, 0) for k in ("ok", "missing", "unreadable")}
+
+
+def resolve_image_root(data_dir: Path, images: str | Path | None) -> Path | None:
+    """`--images DIR` if given, else `<data>/images` if it exists, else None (all images missing)."""
+    if images:
+        return Path(images)
+    return data_dir / "images" if (data_dir / "images").is_dir() else None

@@ -1,0 +1,49 @@
+"""Part-of-speech tags from spaCy, aligned to the dataset's own tokens (spaCy never re-tokenises them), cached on
+disk by the sentence's tokens so each sentence is tagged once."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from common.offline import cache_dir
+from common.zoo import load_spacy
+
+UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
+        "SCONJ", "SYM", "VERB", "X", "SPACE")
+POS_INDEX = {tag: i + 1 for i, tag in enumerate(UPOS)}  # 0 is padding / unknown
+
+
+def _key(tokens: list[str]) -> str:
+    return hashlib.sha1("\x1f".join(tokens).encode()).hexdigest()
+
+
+class PosTagger:
+    def __init__(self, model: str = "auto", cache: Path | None = None):
+        self.model = model
+        self.cache_path = cache or (cache_dir() / "pos" / f"{model}.json")
+        self._cache: dict[str, list[str]] = {}
+        if self.cache_path.is_file():
+            self._cache = json.loads(self.cache_path.read_text())
+
+    def tag(self, sentences: list[list[str]], batch_size: int = 256) -> list[list[str]]:
+        todo = {_key(t): t for t in sentences if _key(t) not in self._cache}
+        if todo:
+            from spacy.tokens import Doc
+
+            nlp = load_spacy(self.model, disable=("parser", "ner", "lemmatizer"))
+            keys = list(todo)
+            docs = (Doc(nlp.vocab, words=todo[k]) for k in keys)
+            for k, doc in tqdm(zip(keys, nlp.pipe(docs, batch_size=batch_size)), total=len(keys), desc="POS tags",
+                               leave=False):
+                self._cache[k] = [t.pos_ or "X" for t in doc]
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._cache))
+            tmp.replace(self.cache_path)
+        return [self._cache[_key(t)] for t in sentences]
+
+    def ids(self, sentences: list[list[str]]) -> list[list[int]]:
+        return [[POS_INDEX.get(p, 0) for p in tags] for tags in self.tag(sentences)]

@@ -1,0 +1,94 @@
+"""Images, bridging contexts, POS tags and sub-word alignment of the fine-tuning inputs."""
+import json
+
+import pytest
+
+from common.errors import DataError, MmieError
+from common.zoo import TextEncoder
+from finetune.baseline import main as baseline_main
+from finetune.context import GENERIC_CONTEXT, build_context
+from finetune.examples import Example, Span
+from finetune.images import ImageStore
+from finetune.pos import PosTagger
+from finetune.readers import read_task
+from finetune.subwords import encode_batch, truncation_report
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMIE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_image_store_counts_missing_and_unreadable(synth_dir, tmp_path):
+    root = synth_dir / "twitter" / "images"
+    store = ImageStore(root)
+    name = sorted(p.name for p in root.iterdir())[0]
+    img, status = store.open(name)
+    assert status == "ok" and img.size == (96, 96)
+    assert store.open("nope.jpg")[1] == "missing"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "zero.jpg").write_bytes(b"")
+    (bad / "junk.jpg").write_bytes(b"not a jpeg at all")
+    bad_store = ImageStore(bad)
+    assert [bad_store.open(n)[1] for n in ("zero.jpg", "junk.jpg")] == ["unreadable", "unreadable"]
+    assert store.report() == {"ok": 1, "missing": 1, "unreadable": 0}
+    assert ImageStore(None).open("x.jpg")[0].size == (224, 224)
+
+
+def test_offline_context_describes_caches_and_falls_back(synth_dir, cache):
+    store = ImageStore(synth_dir / "twitter" / "images")
+    names = [ex.image for ex in read_task("mner", synth_dir / "twitter")["test"].examples][:4] + ["missing.jpg"]
+    ctx = build_context("offline")
+    texts = ctx.describe(names, store)
+    assert all(t.startswith("The image looks like ") for t in texts[:4]) and texts[4] == GENERIC_CONTEXT
+    assert ctx.report() == {"described": 4, "missing image": 1}
+    again = build_context("offline")  # a new process would read the same cache file
+    assert again.describe(names, store) == texts and again.report() == {"cached": 4, "missing image": 1}
+
+
+def test_file_context_counts_missing_entries(tmp_path, synth_dir):
+    path = tmp_path / "ctx.json"
+    path.write_text(json.dumps({"100000.jpg": "A person on a stage.", "300001": "A flag."}))
+    ctx = build_context(f"file:{path}")
+    out = ctx.describe(["100000.jpg", "300001.jpg", "999.jpg"], ImageStore(None))
+    assert out == ["A person on a stage.", "A flag.", GENERIC_CONTEXT]
+    assert ctx.report() == {"from file": 2, "missing from file": 1}
+    with pytest.raises(DataError, match="does not exist"):
+        build_context(f"file:{tmp_path / 'nope.json'}")
+    with pytest.raises(MmieError, match="unknown context source"):
+        build_context("llava")
+
+
+def test_pos_tags_align_to_dataset_tokens(cache):
+    sents = [["RT", "@user", ":", "Jordan", "wins", "the", "cup", "#win"], ["New", "York", "is", "big"]]
+    tagger = PosTagger()
+    tags = tagger.tag(sents)
+    assert [len(t) for t in tags] == [8, 4]  # one tag per dataset token, whatever spaCy would split
+    assert tags[1][:2] == ["PROPN", "PROPN"] and tags[0][4] == "VERB"
+    assert (cache / "pos" / "auto.json").is_file()
+    assert PosTagger().tag(sents) == tags  # from the cache
+    assert all(i > 0 for i in tagger.ids(sents)[1])
+
+
+def test_subword_alignment_and_truncation_report():
+    tok = TextEncoder("minilm-l6").tokenizer
+    ex = Example("x:1", ["Jordan", "Hendersonville", "\u200b", "wins", "Champions", "League"], "x.jpg",
+                 entities=[Span(0, 2, "PER"), Span(4, 6, "MISC")])
+    enc = encode_batch(tok, [ex.tokens], max_length=8)[0]
+    assert enc.word_start[0] == 1 and enc.input_ids[0] == tok.cls_token_id
+    assert enc.word_start[2] != -1  # a zero-width token still gets a (unknown) sub-token
+    assert tok.convert_ids_to_tokens(enc.input_ids[enc.word_start[1]]) == "henderson"
+    report = truncation_report([ex], [enc])
+    assert report["sentences_truncated"] == 1 and report["entities_truncated"] == 1  # "Champions League" fell off
+    full = encode_batch(tok, [ex.tokens], max_length=64, contexts=["a man holding a trophy"])[0]
+    assert -1 not in full.word_start and len(full.input_ids) > full.n_text
+
+
+def test_spacy_baseline_cli(synth_dir, tmp_path, capsys):
+    assert baseline_main(["spacy", "--data", str(synth_dir / "twitter"), "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "test_spacy.json").read_text())
+    assert 0.0 <= report["f1"] <= 1.0 and report["n_gold"] > 0
+    assert (tmp_path / "test_spacy_f1.png").is_file()
+    assert "spaCy zero-shot NER" in capsys.readouterr().out
