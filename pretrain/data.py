@@ -1,0 +1,216 @@
+"""Streaming reader of the pretraining shards (WebDataset).
+
+    shards  -> epoch-seeded shard shuffle (same order on every rank) -> split_by_node -> split_by_worker
+            -> tar samples -> seeded sample shuffle -> skip (resume) -> decode -> to tensors -> batches of dicts
+
+A batch: {"image": (B, 3, S, S), "input_ids": (B, T), "attention_mask": (B, T), "match": (B,),
+"box_mask": (B, NB, P) bool patch cells covered by each box, "box_valid": (B, NB), "ent_target": (B, NB, E)
+and "rel_target": (B, R) soft labels (top-k entries renormalised), "keys": [str], "skipped": {reason: n}}.
+Bad samples are skipped and counted (log-and-continue), never fatal.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from common.errors import DataError, MmieError
+
+log = logging.getLogger(__name__)
+SKIPPED: Counter = Counter()  # per process (each DataLoader worker has its own); drained into batches
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What the vision encoder needs: square size, normalisation and its patch grid (rows, cols)."""
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    grid: tuple[int, int]
+
+    @classmethod
+    def of(cls, encoder) -> "ImageSpec":
+        return cls(encoder.image_size, tuple(encoder.mean), tuple(encoder.std), tuple(encoder.grid))
+
+
+def read_shard_dir(shard_dir: str | Path) -> tuple[list[str], dict, dict]:
+    """(shard paths, manifest, vocab) with the checks that turn a confusing failure into one clear line."""
+    shard_dir = Path(shard_dir)
+    manifest_path, vocab_path = shard_dir / "manifest.json", shard_dir / "vocab.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{shard_dir}: no manifest.json — not a shard directory (python -m pretrain.prepare makes one)")
+    if not vocab_path.is_file():
+        raise DataError(f"{shard_dir}: no vocab.json beside the shards")
+    manifest = json.loads(manifest_path.read_text())
+    vocab = json.loads(vocab_path.read_text())
+    shards = [shard_dir / s for s in manifest.get("shards", [])]
+    if not shards:
+        raise DataError(f"{shard_dir}: the manifest lists no shards (0 samples were written)")
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise DataError(f"{shard_dir}: shard {missing[0]} listed in manifest.json is missing")
+    if manifest.get("vocab_digest") != vocab.get("digest"):
+        raise DataError(f"{shard_dir}: vocab.json (digest {vocab.get('digest')}) does not match the shards "
+                        f"(manifest says {manifest.get('vocab_digest')})")
+    return [str(s) for s in shards], manifest, vocab
+
+
+def box_patch_mask(boxes: torch.Tensor, width: float, height: float, grid: tuple[int, int]) -> torch.Tensor:
+    """(NB, 4) pixel boxes -> (NB, gh * gw) bool: cells whose centre lies in the box; a box smaller than a cell
+    gets the cell holding its centre."""
+    gh, gw = grid
+    cy = (torch.arange(gh, dtype=torch.float32) + 0.5) * height / gh  # (gh,)
+    cx = (torch.arange(gw, dtype=torch.float32) + 0.5) * width / gw  # (gw,)
+    x0, y0, x1, y1 = (boxes[:, i, None] for i in range(4))  # each (NB, 1)
+    inside_y = (cy[None] >= y0) & (cy[None] < y1)  # (NB, gh)
+    inside_x = (cx[None] >= x0) & (cx[None] < x1)  # (NB, gw)
+    mask = (inside_y[:, :, None] & inside_x[:, None, :]).reshape(len(boxes), gh * gw)  # (NB, P)
+    r = ((y0 + y1)[:, 0] / 2 * gh / height).long().clamp(0, gh - 1)
+    c = ((x0 + x1)[:, 0] / 2 * gw / width).long().clamp(0, gw - 1)
+    empty = ~mask.any(1)
+    mask[empty, (r * gw + c)[empty]] = True
+    return mask
+
+
+def _dense(ids: list[int], probs: list[float], size: int) -> torch.Tensor:
+    out = torch.zeros(size)
+    if ids:
+        out[torch.tensor(ids)] = torch.tensor(probs, dtype=torch.float32)
+        out /= out.sum().clamp(min=1e-12)
+    return out
+
+
+class Collate:
+    """Samples -> one batch dict. Tokenises captions and builds the box masks and dense soft targets."""
+
+    def __init__(self, tokenizer, spec: ImageSpec, n_entities: int, n_relations: int, max_boxes: int = 8,
+                 max_length: int = 48):
+        self.tokenizer, self.spec = tokenizer, spec
+        self.n_entities, self.n_relations = n_entities, n_relations
+        self.max_boxes, self.max_length = max_boxes, max_length
+
+    def image_tensor(self, img) -> torch.Tensor:
+        import torchvision.transforms.functional as F
+        from PIL import Image
+
+        x = F.to_tensor(img.convert("RGB").resize((self.spec.size, self.spec.size), Image.BICUBIC))
+        return F.normalize(x, self.spec.mean, self.spec.std)
+
+    def __call__(self, samples: list[dict]) -> dict:
+        B, NB, P = len(samples), self.max_boxes, self.spec.grid[0] * self.spec.grid[1]
+        tok = self.tokenizer([s["txt"] for s in samples], padding=True, truncation=True,
+                             max_length=self.max_length, return_tensors="pt")
+        box_mask = torch.zeros(B, NB, P, dtype=torch.bool)
+        box_valid = torch.zeros(B, NB, dtype=torch.bool)
+        ent_target = torch.zeros(B, NB, self.n_entities)
+        rel_target = torch.zeros(B, self.n_relations)
+        for i, s in enumerate(samples):
+            meta = s["json"]
+            boxes = torch.tensor(meta["boxes"][:NB], dtype=torch.float32).reshape(-1, 4)
+            n = len(boxes)
+            if n:
+                box_mask[i, :n] = box_patch_mask(boxes, meta["width"], meta["height"], self.spec.grid)
+                box_valid[i, :n] = True
+                for j in range(n):
+                    ent_target[i, j] = _dense(meta["ent_ids"][j], meta["ent_probs"][j], self.n_entities)
+            rel_target[i] = _dense(meta["rel_ids"], meta["rel_probs"], self.n_relations)
+        skipped = dict(SKIPPED)
+        SKIPPED.clear()
+        return {"image": torch.stack([self.image_tensor(s["jpg"]) for s in samples]),
+                "input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"],
+                "match": torch.tensor([s["json"]["match"] for s in samples], dtype=torch.float32),
+                "box_mask": box_mask, "box_valid": box_valid, "ent_target": ent_target, "rel_target": rel_target,
+                "keys": [s["__key__"] for s in samples], "skipped": skipped}
+
+
+def count_and_continue(exn: Exception) -> bool:
+    """WebDataset handler: log the first few bad samples, count every one, keep going."""
+    reason = type(exn).__name__
+    SKIPPED[reason] += 1
+    if SKIPPED[reason] <= 3:
+        log.warning("skipping a bad sample (%s: %s)", reason, str(exn)[:200])
+    return True
+
+
+def _check_sample(sample: dict) -> dict:
+    for key in ("jpg", "txt", "json"):
+        if key not in sample:
+            raise DataError(f"sample {sample.get('__key__')} has no {key}")
+    return sample
+
+
+class EpochStages:
+    """Shard shuffle (same on every rank), per-worker sample shuffle and resume skip, all seeded by epoch."""
+
+    def __init__(self, seed: int, shuffle_buffer: int):
+        self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
+        self.skip_batches = 0  # batches this rank already consumed in the current epoch (resume)
+        self.batch_size, self.num_workers = 1, 1
+
+    def shuffle_shards(self, src):
+        shards = list(src)
+        random.Random(self.seed * 1000003 + self.epoch).shuffle(shards)
+        yield from shards
+
+    def shuffle_samples(self, src):
+        from webdataset.utils import pytorch_worker_info
+
+        rank, _, worker, _ = pytorch_worker_info()
+        rng = random.Random(f"{self.seed}:{self.epoch}:{rank}:{worker}")
+        buf: list = []
+        for sample in src:
+            buf.append(sample)
+            if len(buf) >= self.shuffle_buffer:
+                yield buf.pop(rng.randrange(len(buf)))
+        rng.shuffle(buf)
+        yield from buf
+
+    def skip(self, src):
+        """Drop what this worker yielded before the checkpoint: DataLoader hands out batches round-robin."""
+        from webdataset.utils import pytorch_worker_info
+
+        _, _, worker, num_workers = pytorch_worker_info()
+        num_workers = max(1, num_workers)
+        mine = len(range(worker, self.skip_batches, num_workers))
+        n = mine * self.batch_size
+        for i, sample in enumerate(src):
+            if i >= n:
+                yield sample
+
+
+def build_pipeline(shards: list[str], collate: Collate, batch_size: int, stages: EpochStages,
+                   resampled: bool = False, epoch_batches: int | None = None, world_size: int = 1,
+                   num_workers: int = 0, partial: bool = True):
+    """`partial=False` drops each worker's last incomplete batch (equal-size batches for training)."""
+    import webdataset as wds
+
+    if not resampled and len(shards) < world_size * max(1, num_workers):
+        raise MmieError(f"{len(shards)} shards for {world_size} ranks x {max(1, num_workers)} workers: each "
+                        "reader needs a shard of its own (write smaller shards with --shard-size, use fewer "
+                        "workers, or resampled mode)")
+    stages.batch_size, stages.num_workers = batch_size, max(1, num_workers)
+    source = [wds.ResampledShards(shards, seed=stages.seed, deterministic=True)] if resampled else [
+        wds.SimpleShardList(shards), stages.shuffle_shards, wds.split_by_node, wds.split_by_worker]
+    pipeline = wds.DataPipeline(
+        *source,
+        wds.tarfile_to_samples(handler=count_and_continue),
+        stages.shuffle_samples,
+        stages.skip,
+        wds.decode("pil", handler=count_and_continue),
+        wds.map(_check_sample, handler=count_and_continue),
+        wds.batched(batch_size, collation_fn=collate, partial=partial),
+    )
+    if epoch_batches is not None:
+        pipeline = pipeline.with_epoch(epoch_batches)
+    return pipeline
+
+
+def make_loader(pipeline, num_workers: int = 0):
+    """A DataLoader over an already-batched pipeline (batch_size=None), workers split the shards."""
+    return torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=num_workers,
+                                       persistent_workers=False)
