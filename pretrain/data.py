@@ -183,19 +183,37 @@ class EpochStages:
                 yield sample
 
 
+def rank_batches(samples_per_shard: list[int], seed: int, epoch: int, world_size: int, num_workers: int,
+                 batch_size: int) -> list[int]:
+    """Full batches each rank yields in `epoch` (partial=False), from the same shard shuffle and split as the
+    pipeline. Distributed training runs min() of these per epoch so that no rank waits on another."""
+    order = list(range(len(samples_per_shard)))
+    random.Random(seed * 1000003 + epoch).shuffle(order)
+    workers = max(1, num_workers)
+    out = []
+    for rank in range(world_size):
+        mine = order[rank::world_size]
+        out.append(sum(sum(samples_per_shard[s] for s in mine[w::workers]) // batch_size for w in range(workers)))
+    return out
+
+
 def build_pipeline(shards: list[str], collate: Collate, batch_size: int, stages: EpochStages,
                    resampled: bool = False, epoch_batches: int | None = None, world_size: int = 1,
-                   num_workers: int = 0, partial: bool = True):
-    """`partial=False` drops each worker's last incomplete batch (equal-size batches for training)."""
+                   num_workers: int = 0, partial: bool = True, split_nodes: bool = True):
+    """`partial=False` drops each worker's last incomplete batch (equal-size batches for training);
+    `split_nodes=False` gives every rank all the shards (evaluation)."""
     import webdataset as wds
 
+    if not split_nodes:
+        world_size = 1
     if not resampled and len(shards) < world_size * max(1, num_workers):
         raise MmieError(f"{len(shards)} shards for {world_size} ranks x {max(1, num_workers)} workers: each "
                         "reader needs a shard of its own (write smaller shards with --shard-size, use fewer "
                         "workers, or resampled mode)")
     stages.batch_size, stages.num_workers = batch_size, max(1, num_workers)
     source = [wds.ResampledShards(shards, seed=stages.seed, deterministic=True)] if resampled else [
-        wds.SimpleShardList(shards), stages.shuffle_shards, wds.split_by_node, wds.split_by_worker]
+        wds.SimpleShardList(shards), stages.shuffle_shards, *([wds.split_by_node] if split_nodes else []),
+        wds.split_by_worker]
     pipeline = wds.DataPipeline(
         *source,
         wds.tarfile_to_samples(handler=count_and_continue),

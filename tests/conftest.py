@@ -32,3 +32,22 @@ def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
     generate(SynthConfig(seed=1, news=120, twitter=90, mnre=90, image_size=96), out)
     return out
+
+
+def _prepare(news: Path, split: str, out: Path, vocab: Path | None = None) -> Path:
+    from pretrain.prepare import parser, prepare
+
+    args = ["--annotations", str(news / "annotations" / f"{split}.json"), "--data-json", str(news / "data.json"),
+            "--images", str(news), "--out", str(out), "--entities", "30", "--max-boxes", "3",
+            "--teacher-size", "64", "--shard-size", "20", "--top-k", "3"]
+    prepare(parser().parse_args(args + (["--vocab", str(vocab)] if vocab else [])))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(synth_dir, tmp_path_factory) -> dict[str, Path]:
+    """Clean train/val shards of the synthetic NewsCLIPpings (train: ~190 samples in ~10 shards)."""
+    root = tmp_path_factory.mktemp("tiny_shards")
+    news = synth_dir / "newsclippings"
+    train = _prepare(news, "train", root / "train")
+    return {"train": train, "val": _prepare(news, "val", root / "val", vocab=train / "vocab.json")}

@@ -41,18 +41,25 @@ def resolve_text_path(name: str) -> Path:
 class TextEncoder(nn.Module):
     """Hugging Face encoder. forward -> {"tokens": (B, T, D), "pooled": (B, D) masked mean, "cls": (B, D)}."""
 
-    def __init__(self, name: str = "minilm-l6"):
+    def __init__(self, name: str = "minilm-l6", load_weights: bool = True):
+        """`load_weights=False` builds the architecture from the directory's config.json only (the weights then
+        come from elsewhere, e.g. an export's model.safetensors)."""
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar on every load
         path = resolve_text_path(name)
         try:
-            self.model = AutoModel.from_pretrained(path, local_files_only=True)
+            if load_weights:
+                self.model = AutoModel.from_pretrained(path, local_files_only=True)
+            else:
+                self.model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as e:
             raise ZooError(f"cannot load text encoder from {path}: {str(e).splitlines()[0]}") from None
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler = None  # BERT's pooler is unused here; a parameter without gradient breaks ZeRO
         self.name = name
         self.path = path
         self.dim: int = self.model.config.hidden_size

@@ -1,0 +1,58 @@
+"""Pretraining config: the one source of truth (YAML in pretrain/configs/, dotted overrides after it). The
+DeepSpeed JSON named by `deepspeed` holds engine features only (ZeRO stage, offload, precision)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.fusion import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    train: str = "runs/demo/shards/train"  # shard directory (manifest.json, vocab.json, shard-*.tar)
+    val: str = ""  # held-out shard directory; "" skips evaluation
+    batch_size: int = 16  # per rank, per micro-step
+    num_workers: int = 0
+    shuffle_buffer: int = 256
+    resampled: bool = False  # sample shards with replacement (ranks overlap by design)
+    max_boxes: int = 6
+    max_text_len: int = 48
+    audit_keys: bool = False  # write every consumed sample key to <run>/audit/ (checks resume exactness)
+
+
+@dataclass
+class LossConfig:
+    itm: float = 1.0  # lambda of each term
+    cit: float = 1.0
+    coe: float = 1.0
+    cir: float = 1.0
+    tau: float = 0.07  # initial CIT temperature
+    learn_tau: bool = True
+    proj_dim: int = 256
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200  # optimizer steps
+    lr: float = 1e-4  # heads, fusion layers and projections
+    encoder_lr: float = 2e-5  # pretrained text and vision encoders
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_accum: int = 1
+    clip: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 20
+    ckpt_every: int = 100
+
+
+@dataclass
+class PretrainConfig:
+    name: str = "pretrain"
+    deepspeed: str = "pretrain/configs/ds/zero2.json"
+    experiment: str = "mmie-pretrain"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

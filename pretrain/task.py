@@ -1,0 +1,63 @@
+"""The pretraining task: FusionEncoder features -> PROMU heads -> the four losses, lambda-weighted."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from common.fusion import FusionEncoder
+from pretrain.config import LossConfig
+from pretrain.heads import PromuHeads
+from pretrain.losses import box_features, cir_loss, cit_loss, coe_loss, itm_loss
+
+TERMS = ("itm", "cit", "coe", "cir")
+
+
+class PromuTask(nn.Module):
+    def __init__(self, encoder: FusionEncoder, n_entities: int, n_relations: int, cfg: LossConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.heads = PromuHeads(encoder.dim, n_entities, n_relations, cfg)
+        self.weights = {t: getattr(cfg, t) for t in TERMS}
+
+    def param_groups(self, lr: float, encoder_lr: float, weight_decay: float) -> list[dict]:
+        """Pretrained encoders train at `encoder_lr`, everything new at `lr`; no decay on norms and biases."""
+        groups: dict[tuple[bool, bool], list] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            pretrained = name.startswith(("encoder.text.", "encoder.vision."))
+            no_decay = p.ndim < 2 or "norm" in name.lower() or name.endswith("log_inv_tau")
+            groups.setdefault((pretrained, no_decay), []).append(p)
+        return [{"params": ps, "lr": encoder_lr if pre else lr, "weight_decay": 0.0 if nd else weight_decay}
+                for (pre, nd), ps in groups.items()]
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        f = self.encoder(batch["input_ids"], batch["attention_mask"], batch["image"])
+        h = self.heads
+        itm_logits = h.itm(f["fused_cls"]).squeeze(-1)  # (B,)
+        t, v = h.proj_t(f["text_cls"]), h.proj_v(f["image_cls"])  # (B, d)
+        ent_logits = h.fc_ent(box_features(f["fused_patches"], batch["box_mask"]))  # (B, NB, E)
+        rel_logits = h.fc_rel(f["fused_cls"])  # (B, R)
+        match = batch["match"].to(itm_logits.dtype)
+        out = {
+            "itm_loss": itm_loss(itm_logits, match),
+            "cit_loss": cit_loss(t, v, match, h.inv_tau),
+            "coe_loss": coe_loss(ent_logits, batch["ent_target"].to(ent_logits.dtype), batch["box_valid"]),
+            "cir_loss": cir_loss(rel_logits, batch["rel_target"].to(rel_logits.dtype)),
+        }
+        out["loss"] = sum(self.weights[k] * out[f"{k}_loss"] for k in TERMS)
+        with torch.no_grad():
+            out.update(retrieval_counts(itm_logits, match, t, v))
+            out["tau"] = 1.0 / h.inv_tau.detach()
+        return out
+
+
+@torch.no_grad()
+def retrieval_counts(itm_logits, match, t, v) -> dict[str, torch.Tensor]:
+    """Counts that average exactly over batches: ITM correct / pairs, text->image R@1 hits / matched pairs."""
+    keep = match > 0.5
+    tm, vm = F.normalize(t[keep].float(), dim=-1), F.normalize(v[keep].float(), dim=-1)
+    hits = (tm @ vm.T).argmax(-1) == torch.arange(len(tm), device=t.device) if len(tm) else tm.new_zeros(0)
+    return {"itm_correct": ((itm_logits > 0) == keep).sum().float(), "pairs": torch.tensor(float(len(match))),
+            "r1_hits": hits.sum().float(), "matched": keep.sum().float()}

@@ -1,0 +1,316 @@
+"""Pretraining loop on a DeepSpeed engine: CPU (gloo) or GPU (nccl), one process or many, ZeRO 0-3.
+
+Batch size, accumulation, lr schedule and clipping come from our config; the DeepSpeed JSON only adds engine
+features. Checkpoints carry the client state (step, samples seen, epoch, position in the epoch) so `--resume`
+continues the same stream; the export at the end is consolidated fp32 safetensors that fine-tuning reads.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from common.config import flatten, save_config
+from common.errors import ConfigError, MmieError
+from common.fusion import FusionEncoder
+from common.tracking import make_logger
+from pretrain.config import PretrainConfig
+from pretrain.data import (Collate, EpochStages, ImageSpec, build_pipeline, make_loader, rank_batches,
+                           read_shard_dir)
+from pretrain.task import TERMS, PromuTask
+
+ENGINE_ONLY = ("zero_optimization", "bf16", "fp16", "activation_checkpointing", "communication_data_type",
+               "zero_allow_untested_optimizer", "flops_profiler", "aio", "data_types")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """Under the deepspeed launcher or torchrun the environment says who we are; alone we are rank 0 of 1."""
+    import deepspeed
+
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(_free_port()))
+    cuda = torch.cuda.is_available()
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def deepspeed_config(cfg: PretrainConfig) -> dict:
+    path = Path(cfg.deepspeed)
+    if not path.is_file():
+        raise ConfigError(f"DeepSpeed config {path} does not exist")
+    ds = json.loads(path.read_text())
+    extra = sorted(set(ds) - set(ENGINE_ONLY))
+    if extra:
+        raise ConfigError(f"{path}: {extra[0]} does not belong in the DeepSpeed JSON (engine features only: "
+                          f"{', '.join(ENGINE_ONLY[:3])}, ...); batch size, lr and clipping come from the run config")
+    if ds.get("fp16", {}).get("enabled") and not torch.cuda.is_available():
+        raise ConfigError(f"{path}: fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    ds.update(train_micro_batch_size_per_gpu=cfg.data.batch_size, gradient_accumulation_steps=cfg.train.grad_accum,
+              gradient_clipping=cfg.train.clip, steps_per_print=10 ** 9, zero_allow_untested_optimizer=True,
+              wall_clock_breakdown=False)
+    return ds
+
+
+def warmup_cosine(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def to_device(batch: dict, device: torch.device, dtype: torch.dtype | None) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if dtype is not None and v.is_floating_point() and k in ("image",):
+                v = v.to(dtype)
+        out[k] = v
+    return out
+
+
+class Trainer:
+    def __init__(self, cfg: PretrainConfig, run_dir: Path, tracking_uri: str | None, resume: bool = False):
+        import deepspeed
+
+        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.rank, self.world, self.device = init_distributed()
+        torch.manual_seed(cfg.train.seed)
+        self.shards, self.manifest, self.vocab = read_shard_dir(cfg.data.train)
+        if cfg.data.val:
+            self.val_shards, _, val_vocab = read_shard_dir(cfg.data.val)
+            if val_vocab.get("digest") != self.vocab.get("digest"):
+                raise MmieError(f"{cfg.data.val}: its vocab.json differs from the training shards' (prepare the "
+                                f"val split with --vocab {Path(cfg.data.train) / 'vocab.json'})")
+        ds = deepspeed_config(cfg)
+        self.zero_stage = ds.get("zero_optimization", {}).get("stage", 0)
+        self.dtype = torch.bfloat16 if ds.get("bf16", {}).get("enabled") else None
+        encoder = FusionEncoder(cfg.model)
+        self.task = PromuTask(encoder, len(self.vocab["entities"]), len(self.vocab["relations"]), cfg.loss)
+        groups = self.task.param_groups(cfg.train.lr, cfg.train.encoder_lr, cfg.train.weight_decay)
+        if ds.get("zero_optimization", {}).get("offload_optimizer"):
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            optimizer = DeepSpeedCPUAdam(groups, lr=cfg.train.lr)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.train.warmup_steps,
+                                                                               cfg.train.steps))
+        self.engine, _, _, _ = deepspeed.initialize(model=self.task, optimizer=optimizer, lr_scheduler=scheduler,
+                                                    config=ds)
+        self.spec = ImageSpec.of(encoder.vision)
+        self.collate = Collate(encoder.tokenizer, self.spec, len(self.vocab["entities"]),
+                               len(self.vocab["relations"]), cfg.data.max_boxes, cfg.data.max_text_len)
+        self.state = {"step": 0, "samples_seen": 0, "epoch": 0, "batches_in_epoch": 0}
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.skipped: dict[str, int] = {}
+        self.audit = None
+        if cfg.data.audit_keys:  # every consumed sample key, by epoch and step (a data-order audit trail)
+            (self.run_dir / "audit").mkdir(parents=True, exist_ok=True)
+            self.audit = open(self.run_dir / "audit" / f"keys.rank{self.rank}.txt", "a")
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.logger = make_logger(self.run_dir.name, flatten(cfg) | {"world_size": self.world,
+                                                                     "zero_stage": self.zero_stage},
+                                  tracking_uri, cfg.experiment, rank=self.rank, stdout_every=cfg.train.log_every,
+                                  write=tqdm.write)
+
+    # --- data ---------------------------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> int:
+        d = self.cfg.data
+        if d.resampled:
+            return max(1, self.manifest["samples"] // (self.world * d.batch_size))
+        counts = rank_batches(self.manifest["samples_per_shard"], self.cfg.train.seed, epoch, self.world,
+                              d.num_workers, d.batch_size)
+        if min(counts) == 0:
+            raise MmieError(f"{d.train}: some rank gets no full batch of {d.batch_size} in epoch {epoch} "
+                            f"(per-rank batches {counts}); use smaller shards or a smaller batch size")
+        return min(counts)
+
+    def train_loader(self, stages: EpochStages):
+        d = self.cfg.data
+        return make_loader(build_pipeline(self.shards, self.collate, d.batch_size, stages, resampled=d.resampled,
+                                          world_size=self.world, num_workers=d.num_workers, partial=False),
+                           d.num_workers)
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+    def save(self) -> str:
+        tag = f"step{self.state['step']}"
+        self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state=dict(self.state))
+        return tag
+
+    def load(self) -> None:
+        if not (self.ckpt_dir / "latest").is_file():
+            raise MmieError(f"--resume: no checkpoint in {self.ckpt_dir}")
+        _, client = self.engine.load_checkpoint(str(self.ckpt_dir))
+        if client is None:
+            raise MmieError(f"--resume: could not load the checkpoint in {self.ckpt_dir} (same world size?)")
+        self.state.update({k: client[k] for k in self.state})
+
+    # --- evaluation -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if not self.cfg.data.val:
+            return {}
+        self.engine.eval()
+        stages = EpochStages(self.cfg.train.seed, shuffle_buffer=1)  # fixed order: the same pairs every time
+        pipe = build_pipeline(self.val_shards, self.collate, self.cfg.data.batch_size, stages, split_nodes=False)
+        sums: dict[str, float] = {}
+        n_batches = 0
+        for i, batch in enumerate(make_loader(pipe)):
+            if i >= self.cfg.train.eval_batches:
+                break
+            out = self.engine(to_device(batch, self.device, self.dtype))
+            for k in ("itm_correct", "pairs", "r1_hits", "matched") + tuple(f"{t}_loss" for t in TERMS):
+                sums[k] = sums.get(k, 0.0) + out[k].item()
+            n_batches += 1
+        self.engine.train()
+        if not n_batches:
+            return {}
+        metrics = {f"val/{t}_loss": sums[f"{t}_loss"] / n_batches for t in TERMS}
+        metrics["val/itm_acc"] = sums["itm_correct"] / max(1.0, sums["pairs"])
+        metrics["val/cit_r1"] = sums["r1_hits"] / max(1.0, sums["matched"])
+        metrics["val/cit_r1_chance"] = n_batches / max(1.0, sums["matched"])  # 1 / matched pairs per batch
+        return metrics
+
+    # --- the loop -------------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg = self.cfg
+        if self.resume:
+            self.load()
+        t0 = time.perf_counter()
+        start_samples = self.state["samples_seen"]
+        bar = tqdm(total=cfg.train.steps, initial=self.state["step"], desc="pretrain", disable=self.rank != 0,
+                   unit="step")
+        window: dict[str, float] = {}
+        window_n, window_t = 0, time.perf_counter()
+        last_val: dict[str, float] = {}
+        while self.state["step"] < cfg.train.steps:
+            n_epoch = self.epoch_batches(self.state["epoch"])
+            stages = EpochStages(cfg.train.seed, cfg.data.shuffle_buffer)
+            stages.epoch, stages.skip_batches = self.state["epoch"], self.state["batches_in_epoch"]
+            for batch in self.train_loader(stages):
+                if self.state["batches_in_epoch"] >= n_epoch or self.state["step"] >= cfg.train.steps:
+                    break
+                for reason, n in batch.pop("skipped").items():
+                    self.skipped[reason] = self.skipped.get(reason, 0) + n
+                if self.audit is not None:
+                    self.audit.write(f"{self.state['epoch']} {self.state['step']} {' '.join(batch['keys'])}\n")
+                    self.audit.flush()
+                out = self.engine(to_device(batch, self.device, self.dtype))
+                self.engine.backward(out["loss"])
+                self.engine.step()
+                self.state["batches_in_epoch"] += 1
+                self.state["samples_seen"] += len(batch["keys"]) * self.world
+                for k in ("loss", "itm_correct", "pairs", "r1_hits", "matched") + tuple(f"{t}_loss" for t in TERMS):
+                    window[k] = window.get(k, 0.0) + out[k].detach().item()
+                window_n += 1
+                if not self.engine.is_gradient_accumulation_boundary():
+                    continue
+                self.state["step"] += 1
+                bar.update(1)
+                step = self.state["step"]
+                if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                    dt = time.perf_counter() - window_t
+                    metrics = {f"train/{k}": window[k] / window_n for k in window
+                               if k.endswith("loss")}
+                    metrics["train/itm_acc"] = window["itm_correct"] / max(1.0, window["pairs"])
+                    metrics["train/cit_r1"] = window["r1_hits"] / max(1.0, window["matched"])
+                    metrics["train/lr"] = self.engine.get_lr()[0]
+                    metrics["train/tau"] = float(out["tau"])
+                    metrics["train/samples_per_s"] = window_n * cfg.data.batch_size * self.world / max(dt, 1e-9)
+                    metrics["train/epoch"] = self.state["epoch"]
+                    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+                    if bad:
+                        raise MmieError(f"step {step}: {bad[0]} is not finite")
+                    self.logger.log_metrics(metrics, step)
+                    window, window_n, window_t = {}, 0, time.perf_counter()
+                if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
+                    last_val = self.evaluate()
+                    self.logger.log_metrics(last_val, step)
+                if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < cfg.train.steps:
+                    self.save()
+            if self.state["batches_in_epoch"] >= n_epoch:
+                self.state["epoch"] += 1
+                self.state["batches_in_epoch"] = 0
+        bar.close()
+        last_val = self.evaluate()
+        self.logger.log_metrics(last_val, self.state["step"])
+        wall = time.perf_counter() - t0
+        tag = self.save()
+        metrics = {"steps": self.state["step"], "samples_seen": self.state["samples_seen"],
+                   "epochs_completed": self.state["epoch"], "world_size": self.world, "zero_stage": self.zero_stage,
+                   "wall_s": round(wall, 1),
+                   "samples_per_s": round((self.state["samples_seen"] - start_samples) / max(wall, 1e-9), 2),
+                   "skipped_samples": self.skipped, **{k.replace("/", "_"): v for k, v in last_val.items()}}
+        self.export(tag, metrics)
+        return metrics
+
+    def consolidated_state(self, tag: str) -> dict[str, torch.Tensor]:
+        """fp32 weights of the whole task: the module's own state (buffers such as BatchNorm statistics, and the
+        parameters at ZeRO-0 fp32), with the parameters replaced by DeepSpeed's fp32 consolidation otherwise."""
+        state = {k: v.detach().float().cpu() for k, v in self.engine.module.state_dict().items()}
+        if self.zero_stage == 0 and self.dtype is None:
+            return state
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        params = get_fp32_state_dict_from_zero_checkpoint(str(self.ckpt_dir), tag=tag)
+        unknown = set(params) - set(state)
+        if unknown:
+            raise MmieError(f"ZeRO consolidation returned unexpected keys, e.g. {sorted(unknown)[0]}")
+        state.update({k: v.float() for k, v in params.items()})
+        return state
+
+    def export(self, tag: str, metrics: dict) -> Path | None:
+        torch.distributed.barrier()
+        out = self.run_dir / "export"
+        if self.rank == 0:
+            state = self.consolidated_state(tag)
+            enc_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+            self.engine.module.encoder.export(out, enc_state, extra={
+                "metrics.json": metrics, "config.yaml": (self.run_dir / "config.yaml").read_text(),
+                "vocab.json": self.vocab})
+            (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+            self.logger.log_artifact(self.run_dir / "config.yaml")
+            self.logger.log_artifact(self.run_dir / "metrics.json")
+            self.logger.log_artifact(out / "model_config.json")
+        torch.distributed.barrier()
+        return out if self.rank == 0 else None
+
+    def close(self, status: str = "FINISHED") -> None:
+        self.logger.close(status)
+        if self.audit is not None:
+            self.audit.close()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        remove_shm_buffers(self.rank)
+
+
+def remove_shm_buffers(rank: int) -> None:
+    """DeepSpeed's CPU all-reduce leaves a ~66 MB buffer per rank in /dev/shm; each rank removes its own."""
+    addr, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
+    for f in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{addr}_{port}_{rank}"):
+        try:
+            f.unlink()
+        except OSError:
+            pass
