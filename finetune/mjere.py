@@ -59,6 +59,9 @@ def build_from_mnre(src: Path, out: Path) -> dict[str, dict[str, int]]:
         (out / name).write_text(json.dumps(sentences, ensure_ascii=False) + "\n", encoding="utf-8")
         counts[split] = {"sentences": len(sentences), "triples": sum(len(s["label_list"]) for s in sentences),
                          "skipped_mnre_lines": sum(mnre.skipped.values())}
+    images = out / "images"
+    if (src / "images").is_dir() and not images.exists():  # the same pictures: link, do not copy
+        images.symlink_to((src / "images").resolve(), target_is_directory=True)
     return counts
 
 

@@ -1,0 +1,141 @@
+"""Examples -> model inputs, once per split: words (MRE adds entity markers), sub-word ids of [text; context],
+first-sub-token positions, POS ids, labels, and the image of each post (decoded once, shared by name)."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from finetune.examples import ENTITY_TYPES, Example
+from finetune.pos import POS_INDEX
+from finetune.readers import MNRE_RELATIONS
+from finetune.subwords import encode_batch, truncation_report
+from finetune.wordpair import IGNORE, encode_joint
+
+NER_TAGS = ["O"] + [f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I")]
+MARKERS = ("<h>", "</h>", "<t>", "</t>")
+
+
+def mark_pair(ex: Example) -> tuple[list[str], int, int]:
+    """Words with entity markers around the MNRE head and tail; returns (words, head marker, tail marker)."""
+    h, t = ex.triples[0].head, ex.triples[0].tail
+    inserts = sorted([(h.start, "<h>"), (h.end, "</h>"), (t.start, "<t>"), (t.end, "</t>")],
+                     key=lambda x: (x[0], x[1].startswith("</") is False))
+    words, pos_of = [], {}
+    k = 0
+    for i, w in enumerate(ex.tokens + [None]):
+        while k < len(inserts) and inserts[k][0] == i:
+            pos_of[inserts[k][1]] = len(words)
+            words.append(inserts[k][1])
+            k += 1
+        if w is not None:
+            words.append(w)
+    return words, pos_of["<h>"], pos_of["<t>"]
+
+
+@dataclass
+class Features:
+    input_ids: list[int]
+    n_text: int
+    word_start: list[int]  # -1: truncated away
+    pos: list[int]
+    image: str
+    labels: object  # mner: tag ids; mre: relation id; mjere: (W, W) grid
+    pair: tuple[int, int] = (0, 0)  # mre: (head marker, tail marker) word indices
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_words(self) -> int:
+        """Words kept by truncation (always a prefix)."""
+        return next((i for i, s in enumerate(self.word_start) if s < 0), len(self.word_start))
+
+
+def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list[list[str]], contexts: list[str],
+                   max_length: int, classes: list[str]) -> tuple[list[Features], dict]:
+    if task == "mre":
+        marked = [mark_pair(ex) for ex in examples]
+        words = [m[0] for m in marked]
+        pos = []
+        for (w, _, _), tags in zip(marked, pos_tags):
+            it = iter(tags)
+            pos.append([POS_INDEX["PUNCT"] if x in MARKERS else POS_INDEX.get(next(it), 0) for x in w])
+    else:
+        words = [ex.tokens for ex in examples]
+        pos = [[POS_INDEX.get(p, 0) for p in tags] for tags in pos_tags]
+    encoded = encode_batch(tokenizer, words, max_length, contexts=contexts if any(contexts) else None)
+    report = truncation_report(examples, encoded) if task != "mre" else {}
+    feats = []
+    for i, (ex, enc) in enumerate(zip(examples, encoded)):
+        f = Features(enc.input_ids, enc.n_text, enc.word_start, pos[i], ex.image, None)
+        if task == "mner":
+            f.labels = [NER_TAGS.index(t) for t in ex.tags]
+        elif task == "mre":
+            f.labels = classes.index(ex.triples[0].label)
+            f.pair = (marked[i][1], marked[i][2])
+            if enc.word_start[f.pair[0]] < 0 or enc.word_start[f.pair[1]] < 0:
+                report["pairs_truncated"] = report.get("pairs_truncated", 0) + 1
+        else:
+            f.labels = encode_joint(ex, classes, f.n_words)
+        feats.append(f)
+    return feats, report
+
+
+def task_classes(task: str, train: list[Example]) -> list[str]:
+    if task == "mner":
+        return NER_TAGS
+    if task == "mre":
+        return list(MNRE_RELATIONS)
+    from finetune.wordpair import joint_classes
+
+    return joint_classes(sorted({t.label for ex in train for t in ex.triples}))
+
+
+def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int, task: str) -> dict:
+    N = len(feats)
+    L = max(len(f.input_ids) for f in feats)
+    W = max(max(f.n_words, 1) for f in feats)
+    input_ids = torch.full((N, L), pad_id, dtype=torch.long)
+    attn = torch.zeros(N, L, dtype=torch.long)
+    text_mask = torch.zeros(N, L, dtype=torch.bool)
+    ctx_mask = torch.zeros(N, L, dtype=torch.bool)
+    word_index = torch.zeros(N, W, dtype=torch.long)
+    word_mask = torch.zeros(N, W, dtype=torch.bool)
+    pos = torch.zeros(N, W, dtype=torch.long)
+    for i, f in enumerate(feats):
+        n, w = len(f.input_ids), f.n_words
+        input_ids[i, :n] = torch.tensor(f.input_ids)
+        attn[i, :n] = 1
+        text_mask[i, 1:f.n_text - 1] = True
+        ctx_mask[i, f.n_text:n - 1] = True
+        word_index[i, :w] = torch.tensor(f.word_start[:w])
+        word_mask[i, :w] = True
+        pos[i, :w] = torch.tensor(f.pos[:w])
+    names = sorted({f.image for f in feats})
+    batch = {"input_ids": input_ids, "attention_mask": attn, "text_mask": text_mask, "ctx_mask": ctx_mask,
+             "word_index": word_index, "word_mask": word_mask, "pos": pos,
+             "images": torch.stack([images[n] for n in names]),
+             "image_index": torch.tensor([names.index(f.image) for f in feats])}
+    if task == "mner":
+        tags = torch.zeros(N, W, dtype=torch.long)
+        for i, f in enumerate(feats):
+            tags[i, :f.n_words] = torch.tensor(f.labels[:f.n_words])
+        batch["tags"] = tags
+    elif task == "mre":
+        batch["pair"] = torch.tensor([f.pair if f.word_start[f.pair[0]] >= 0 and f.word_start[f.pair[1]] >= 0
+                                      else (0, 0) for f in feats])
+        batch["relation"] = torch.tensor([f.labels for f in feats])
+    else:
+        grid = torch.full((N, W, W), IGNORE, dtype=torch.long)
+        for i, f in enumerate(feats):
+            w = f.n_words
+            grid[i, :w, :w] = f.labels[:w, :w]
+        batch["grid"] = grid
+    return batch
+
+
+def batches(n: int, batch_size: int, shuffle: bool, seed: int) -> list[list[int]]:
+    order = list(range(n))
+    if shuffle:
+        random.Random(seed).shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]

@@ -1,0 +1,65 @@
+"""Fine-tuning config: YAML in finetune/configs/ + dotted overrides; the CLI flags (--task, --data, --init, ...)
+are shorthands for the fields of the same names."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from common.fusion import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    dir: str = ""  # dataset directory in the real layout
+    images: str = ""  # image root; "" = <dir>/images when it exists, else every image is missing
+    context: str = "offline"  # offline | none | file:<json>
+    image: Literal["on", "none"] = "on"  # "none": text-only ablation (default image, no image-derived context)
+    max_length: int = 128  # sub-tokens of text + context
+    max_train: int = 0  # use only the first N training examples (0 = all)
+
+
+@dataclass
+class AlignConfig:
+    method: Literal["shapley", "infonce", "none"] = "shapley"
+    alpha: float = 0.2  # weight of L_semantic (context <-> text)
+    beta: float = 0.2  # weight of L_modality (context <-> image)
+    k: int = 3  # implicit positives per text (MGIPS-CL); 0 disables the term
+    ips_weight: float = 0.1
+    tau: float = 0.1
+    proj_dim: int = 256
+
+
+@dataclass
+class HeadConfig:
+    hidden: int = 512
+    pos_dim: int = 100
+    position_dim: int = 100
+    lam: float = 1.0  # lambda of the word-pair contrastive decoding
+    dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 3e-4  # heads, fusion and projections
+    encoder_lr: float = 5e-5  # text and vision encoders
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    clip: float = 1.0
+    patience: int = 3  # epochs without a better dev F1 before stopping
+    seed: int = 0
+    eval_batch_size: int = 64
+
+
+@dataclass
+class FinetuneConfig:
+    name: str = "finetune"
+    task: Literal["mner", "mre", "mjere"] = "mner"
+    init: str = "none"  # an export directory (pretrained FusionEncoder) or "none" (the zoo weights)
+    experiment: str = "mmie-finetune"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # used with init none
+    align: AlignConfig = field(default_factory=AlignConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

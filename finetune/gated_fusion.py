@@ -1,0 +1,47 @@
+"""Adaptive context-gated fusion (Shap-CA). A bridging vector B summarises the context; tanh gates mix it into
+the queries and keys of a cross-attention from the text tokens to the image patches:
+
+    B  = mean_i softmax(C C^T / sqrt(D)) C               (the context's self-attended mean)    (N, D)
+    Q' = g_q * Q_t + (1 - g_q) * B,  g_q = tanh(W_q [Q_t; B])
+    K' = g_k * K_v + (1 - g_k) * B,  g_k = tanh(W_k [K_v; B])
+    M_t = H_t + CrossAttention(Q', K', V_v)             image-aware text features             (N, T, D)
+
+Shap-CA puts the image on the query side; mmie's heads label text tokens, so the text queries the image and the
+gated mixing is applied to the text queries and image keys.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class AdaptiveFusion(nn.Module):
+    def __init__(self, dim: int, heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.gate_q, self.gate_k = nn.Linear(2 * dim, dim), nn.Linear(2 * dim, dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.dim = dim
+
+    def bridge(self, ctx: torch.Tensor, ctx_mask: torch.Tensor) -> torch.Tensor:
+        """ctx (N, Lc, D), ctx_mask (N, Lc) -> B (N, D); zeros where a post has no context."""
+        m = ctx_mask.to(ctx.dtype)
+        att = ctx @ ctx.transpose(1, 2) / math.sqrt(self.dim)  # (N, Lc, Lc)
+        att = att.masked_fill(~ctx_mask[:, None, :].bool(), -1e4).softmax(-1)
+        mixed = att @ ctx  # (N, Lc, D)
+        return (mixed * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
+
+    def forward(self, text: torch.Tensor, image: torch.Tensor, ctx: torch.Tensor,
+                ctx_mask: torch.Tensor) -> torch.Tensor:
+        B = self.bridge(ctx, ctx_mask)  # (N, D)
+        q, k, v = self.q(text), self.k(image), self.v(image)  # (N, T, D), (N, P, D), (N, P, D)
+        Bq, Bk = B[:, None].expand_as(q), B[:, None].expand_as(k)
+        g_q = torch.tanh(self.gate_q(torch.cat([q, Bq], -1)))
+        g_k = torch.tanh(self.gate_k(torch.cat([k, Bk], -1)))
+        q = g_q * q + (1 - g_q) * Bq
+        k = g_k * k + (1 - g_k) * Bk
+        out, _ = self.attn(q, k, v, need_weights=False)  # (N, T, D)
+        return self.norm(text + out)

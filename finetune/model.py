@@ -1,0 +1,105 @@
+"""The fine-tuning model: FusionEncoder over [text; context] and the image -> alignment features -> adaptive
+fusion -> CRF head (MNER) or word-pair head (MRE, MJERE). Features and decoding here; losses are named terms."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common.fusion import FusionEncoder
+from finetune.config import FinetuneConfig
+from finetune.contrastive import implicit_positive_contrastive, info_nce
+from finetune.crf import CRF
+from finetune.gated_fusion import AdaptiveFusion
+from finetune.pos import UPOS
+from finetune.shapley import shapley_contrastive
+from finetune.wordpair import WordPairHead, decode_joint, grid_loss
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)[..., None]
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class Extractor(nn.Module):
+    def __init__(self, encoder: FusionEncoder, cfg: FinetuneConfig, classes: list[str]):
+        super().__init__()
+        self.encoder, self.cfg, self.classes, self.task = encoder, cfg, classes, cfg.task
+        D, h, a = encoder.dim, cfg.head, cfg.align
+        self.fusion = AdaptiveFusion(D, dropout=h.dropout)
+        self.align_t, self.align_c, self.align_v = (nn.Linear(D, a.proj_dim) for _ in range(3))
+        self.dropout = nn.Dropout(h.dropout)
+        if self.task == "mner":
+            self.pos_emb = nn.Embedding(len(UPOS) + 1, h.pos_dim, padding_idx=0)
+            self.position_emb = nn.Embedding(256, h.position_dim)
+            self.emit = nn.Sequential(nn.Linear(D + h.pos_dim + h.position_dim, h.hidden), nn.GELU(),
+                                      nn.Dropout(h.dropout), nn.Linear(h.hidden, len(classes)))
+            self.crf = CRF(len(classes))
+        else:
+            self.pair = WordPairHead(D, len(classes), len(UPOS) + 1, h.pos_dim, h.position_dim, hidden=h.hidden,
+                                     lam=h.lam, dropout=h.dropout)
+
+    def features(self, batch: dict) -> dict[str, torch.Tensor]:
+        enc = self.encoder
+        H = enc.text(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])["tokens"]  # (N, L, D)
+        img = enc.encode_image(batch["images"])  # per distinct image
+        v_cls = img["cls"][batch["image_index"]]  # (N, D)
+        v_patches = img["patches"][batch["image_index"]]  # (N, P, D)
+        E = enc.fuse(H, batch["attention_mask"], v_cls, v_patches)  # (N, L + 1 + P, D)
+        L = H.shape[1]
+        E_text, E_img = E[:, :L], E[:, L:]
+        M = self.fusion(E_text, E_img, E_text, batch["ctx_mask"])  # (N, L, D) image-aware token states
+        words = M.gather(1, batch["word_index"][..., None].expand(-1, -1, M.shape[-1]))  # (N, W, D)
+        return {"words": self.dropout(words), "x_t": masked_mean(H, batch["text_mask"]),
+                "x_c": masked_mean(H, batch["ctx_mask"]), "x_v": v_cls,
+                "has_ctx": batch["ctx_mask"].any(1)}
+
+    def emissions(self, words: torch.Tensor, batch: dict) -> torch.Tensor:
+        W = words.shape[1]
+        positions = torch.arange(W, device=words.device).clamp(max=255)[None].expand(words.shape[0], -1)
+        return self.emit(torch.cat([words, self.pos_emb(batch["pos"]), self.position_emb(positions)], -1))
+
+    def losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        f = self.features(batch)
+        a = self.cfg.align
+        out: dict[str, torch.Tensor] = {}
+        if self.task == "mner":
+            out["main_loss"] = self.crf.nll(self.emissions(f["words"], batch), batch["tags"], batch["word_mask"])
+        else:
+            pair_out = self.pair(f["words"], batch["pos"])
+            if self.task == "mre":
+                labels = torch.full(pair_out["final"].shape[:3], -100, dtype=torch.long, device=f["words"].device)
+                rows = torch.arange(labels.shape[0], device=labels.device)
+                labels[rows, batch["pair"][:, 0], batch["pair"][:, 1]] = batch["relation"]
+            else:
+                labels = batch["grid"]
+            out["main_loss"] = grid_loss(pair_out, labels)
+        t, c, v = self.align_t(f["x_t"]), self.align_c(f["x_c"]), self.align_v(f["x_v"])
+        ctx = f["has_ctx"]
+        if a.method == "shapley" and int(ctx.sum()) >= 2:
+            out["semantic_loss"] = shapley_contrastive(c[ctx], t[ctx], a.tau, generator)
+            out["modality_loss"] = shapley_contrastive(c[ctx], v[ctx], a.tau, generator)
+        elif a.method == "infonce" and int(ctx.sum()) >= 2:
+            out["semantic_loss"] = info_nce(c[ctx], t[ctx], a.tau)
+            out["modality_loss"] = info_nce(c[ctx], v[ctx], a.tau)
+        else:
+            out["semantic_loss"] = out["modality_loss"] = (c.sum() + t.sum() + v.sum()) * 0.0
+        out["ips_loss"] = implicit_positive_contrastive(t, v, a.k, a.tau)
+        out["loss"] = (out["main_loss"] + a.alpha * out["semantic_loss"] + a.beta * out["modality_loss"]
+                       + a.ips_weight * out["ips_loss"])
+        return out
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> list:
+        """Per example: MNER tag names per kept word; MRE a relation name; MJERE (entities, triples)."""
+        f = self.features(batch)
+        n_words = batch["word_mask"].sum(1).tolist()
+        if self.task == "mner":
+            paths = self.crf.decode(self.emissions(f["words"], batch), batch["word_mask"])
+            return [[self.classes[t] for t in p] for p in paths]
+        logp = self.pair(f["words"], batch["pos"])["final"]  # (N, W, W, C)
+        if self.task == "mre":
+            rows = torch.arange(logp.shape[0], device=logp.device)
+            cell = logp[rows, batch["pair"][:, 0], batch["pair"][:, 1]]  # (N, C)
+            return [self.classes[i] for i in cell.argmax(-1).tolist()]
+        score, pred = logp.exp().max(-1)
+        return [decode_joint(pred[i], score[i], n_words[i], self.classes) for i in range(logp.shape[0])]

@@ -1,0 +1,259 @@
+"""Fine-tuning: train on train, select on dev (early stopping on F1), evaluate the best model once on test, and
+write the run directory (config.yaml, metrics.json, predictions.jsonl, reports and plots, model/) and MLflow."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from common.config import flatten, save_config
+from common.errors import DataError, MmieError
+from common.fusion import FusionEncoder
+from common.tracking import make_logger
+from finetune.batches import batches, build_features, collate, task_classes
+from finetune.config import FinetuneConfig
+from finetune.context import build_context
+from finetune.examples import Split, Triple
+from finetune.images import ImageStore, default_image, resolve_image_root
+from finetune.metrics import joint_scores, ner_scores, re_scores
+from finetune.model import Extractor
+from finetune.pos import PosTagger
+from finetune.readers import read_task
+from finetune.report import write_report
+
+DEFAULT_IMAGE = "\x00default"
+LOSS_TERMS = ("main_loss", "semantic_loss", "modality_loss", "ips_loss", "loss")
+
+
+def load_encoder(cfg: FinetuneConfig) -> FusionEncoder:
+    if cfg.init == "none":
+        return FusionEncoder(cfg.model)
+    return FusionEncoder.from_export(cfg.init)
+
+
+class SplitData:
+    """A split ready for the model: examples, features, images (decoded once), and what was missing."""
+
+    def __init__(self, split: Split, feats, images: dict[str, torch.Tensor], image_counts: dict, context_counts: dict,
+                 truncation: dict):
+        self.split, self.feats, self.images = split, feats, images
+        self.image_counts, self.context_counts, self.truncation = image_counts, context_counts, truncation
+
+
+def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, classes: list[str],
+                  store_root: Path | None, pos_tagger: PosTagger) -> SplitData:
+    examples = split.examples
+    names = [ex.image for ex in examples]
+    store = ImageStore(store_root if cfg.data.image == "on" else None)
+    context_spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
+    ctx_source = build_context(context_spec)
+    contexts = ctx_source.describe(names, store)
+    images: dict[str, torch.Tensor] = {DEFAULT_IMAGE: encoder.vision.preprocess(default_image())}
+    for ex in examples:
+        if ex.image in images:
+            continue
+        img, status = store.open(ex.image)
+        images[ex.image] = images[DEFAULT_IMAGE] if status != "ok" else encoder.vision.preprocess(img)
+    if cfg.data.image == "none":
+        for name in names:
+            store.counts["disabled"] += 1
+    pos = pos_tagger.tag([ex.tokens for ex in examples])
+    feats, truncation = build_features(cfg.task, examples, encoder.tokenizer, pos, contexts, cfg.data.max_length,
+                                       classes)
+    counts = store.report() if cfg.data.image == "on" else {"disabled": len(examples)}
+    return SplitData(split, feats, images, counts, ctx_source.report(), truncation)
+
+
+def score(task: str, data: SplitData, preds: list) -> dict:
+    examples = data.split.examples
+    if task == "mner":
+        gold = [ex.tags for ex in examples]
+        pred = [p + ["O"] * (len(ex.tags) - len(p)) for p, ex in zip(preds, examples)]  # truncated words: O
+        return ner_scores(gold, pred)
+    if task == "mre":
+        return re_scores([ex.triples[0].label for ex in examples], preds)
+    return joint_scores([ex.triples for ex in examples], [p[1] for p in preds],
+                        [ex.entities for ex in examples], [p[0] for p in preds])
+
+
+def _jsonable(p):
+    if isinstance(p, tuple):
+        ents, triples = p
+        return {"entities": [asdict(e) for e in ents], "triples": [asdict(t) for t in triples]}
+    return p
+
+
+class FinetuneTrainer:
+    def __init__(self, cfg: FinetuneConfig, run_dir: Path, tracking_uri: str | None, parent_run_id: str | None = None,
+                 report_fn=None, quiet: bool = False):
+        self.cfg, self.run_dir, self.report_fn, self.quiet = cfg, Path(run_dir), report_fn, quiet
+        torch.manual_seed(cfg.train.seed)
+        data_dir = Path(cfg.data.dir)
+        self.splits = read_task(cfg.task, data_dir)
+        if cfg.data.max_train:
+            self.splits["train"].examples = self.splits["train"].examples[:cfg.data.max_train]
+        for name, s in self.splits.items():
+            if not s.examples:
+                raise DataError(f"{s.path}: no examples for task {cfg.task}")
+        self.encoder = load_encoder(cfg)
+        self.classes = task_classes(cfg.task, self.splits["train"].examples)
+        root = Path(cfg.data.images) if cfg.data.images else resolve_image_root(data_dir, None)
+        tagger = PosTagger()
+        self.data = {name: prepare_split(cfg, s, self.encoder, self.classes, root, tagger)
+                     for name, s in self.splits.items()}
+        self.model = Extractor(self.encoder, cfg, self.classes)
+        self.pad_id = self.encoder.tokenizer.pad_token_id
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        params = flatten(cfg) | {"n_train": len(self.splits["train"]), "n_dev": len(self.splits["dev"]),
+                                 "n_test": len(self.splits["test"])}
+        self.logger = make_logger(self.run_dir.name, params, tracking_uri, cfg.experiment, tags={"task": cfg.task},
+                                  parent_run_id=parent_run_id, write=tqdm.write if not quiet else (lambda s: None))
+
+    def _batch(self, data: SplitData, idx: list[int]) -> dict:
+        return collate([data.feats[i] for i in idx], data.images, self.pad_id, self.cfg.task)
+
+    def optimizer(self, total_steps: int):
+        t = self.cfg.train
+        enc, rest = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (enc if name.startswith(("encoder.text.", "encoder.vision.")) else rest).append(p)
+        opt = torch.optim.AdamW([{"params": enc, "lr": t.encoder_lr}, {"params": rest, "lr": t.lr}],
+                                weight_decay=t.weight_decay)
+        warmup = int(total_steps * t.warmup_ratio)
+
+        def factor(step):
+            if step < warmup:
+                return (step + 1) / max(1, warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    @torch.no_grad()
+    def predict_split(self, name: str) -> list:
+        self.model.eval()
+        data = self.data[name]
+        preds = []
+        for idx in tqdm(batches(len(data.feats), self.cfg.train.eval_batch_size, False, 0), desc=f"eval {name}",
+                        leave=False, disable=self.quiet):
+            preds.extend(self.model.predict(self._batch(data, idx)))
+        self.model.train()
+        return preds
+
+    def fit(self) -> dict:
+        cfg, t = self.cfg, self.cfg.train
+        t0 = time.perf_counter()
+        train = self.data["train"]
+        steps_per_epoch = math.ceil(len(train.feats) / t.batch_size)
+        opt, sched = self.optimizer(steps_per_epoch * t.epochs)
+        gen = torch.Generator().manual_seed(t.seed)
+        best_f1, best_state, best_epoch, best_dev, bad_epochs = -1.0, None, 0, {}, 0
+        history = []
+        epoch = 0
+        for epoch in range(1, t.epochs + 1):
+            self.model.train()
+            sums = {k: 0.0 for k in LOSS_TERMS}
+            bar = tqdm(batches(len(train.feats), t.batch_size, True, t.seed * 1000 + epoch), desc=f"epoch {epoch}",
+                       leave=False, disable=self.quiet)
+            for idx in bar:
+                out = self.model.losses(self._batch(train, idx), gen)
+                if not torch.isfinite(out["loss"]):
+                    raise MmieError(f"epoch {epoch}: the loss is not finite ({ {k: float(v) for k, v in out.items()} })")
+                opt.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip)
+                opt.step()
+                sched.step()
+                for k in LOSS_TERMS:
+                    sums[k] += out[k].item()
+                bar.set_postfix(loss=f"{out['loss'].item():.3f}")
+            dev = score(cfg.task, self.data["dev"], self.predict_split("dev"))
+            metrics = {f"train/{k}": v / steps_per_epoch for k, v in sums.items()}
+            metrics.update({f"dev/{k}": dev[k] for k in ("f1", "precision", "recall")})
+            if cfg.task == "mjere":
+                metrics["dev/entity_f1"] = dev["entity"]["f1"]
+            self.logger.log_metrics(metrics, epoch)
+            history.append({"epoch": epoch, **metrics})
+            if self.report_fn is not None:
+                self.report_fn(epoch, metrics)
+            if dev["f1"] > best_f1:
+                best_f1, best_epoch, best_dev, bad_epochs = dev["f1"], epoch, dev, 0
+                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            else:
+                bad_epochs += 1
+                if bad_epochs >= t.patience:
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        test_preds = self.predict_split("test")
+        test = score(cfg.task, self.data["test"], test_preds)
+        wall = time.perf_counter() - t0
+        self.logger.log_metrics({f"test/{k}": test[k] for k in ("f1", "precision", "recall")}, best_epoch)
+        result = {
+            "task": cfg.task, "init": cfg.init, "image": cfg.data.image, "context": cfg.data.context,
+            "dev": best_dev, "test": test, "epochs": epoch, "best_epoch": best_epoch, "wall_s": round(wall, 1),
+            "history": history,
+            "missing_images": {k: d.image_counts for k, d in self.data.items()},
+            "contexts": {k: d.context_counts for k, d in self.data.items()},
+            "truncation": {k: d.truncation for k, d in self.data.items()},
+            "skipped_input": {k: dict(s.skipped) for k, s in self.splits.items()},
+        }
+        self.write_outputs(result, test_preds)
+        return result
+
+    def write_outputs(self, result: dict, test_preds: list) -> None:
+        out = self.run_dir
+        (out / "metrics.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+        with open(out / "predictions.jsonl", "w") as f:
+            for ex, p in zip(self.splits["test"].examples, test_preds):
+                gold = ex.tags if self.cfg.task == "mner" else (
+                    ex.triples[0].label if self.cfg.task == "mre" else _jsonable((ex.entities, ex.triples)))
+                f.write(json.dumps({"uid": ex.uid, "tokens": ex.tokens, "image": ex.image, "gold": gold,
+                                    "pred": _jsonable(p)}) + "\n")
+        title = f"{self.cfg.task} test ({Path(self.cfg.data.dir).name}, init {Path(self.cfg.init).name})"
+        paths = write_report(result["test"], out / "reports", "test", title)
+        self.save_model(out / "model")
+        for p in [out / "config.yaml", out / "metrics.json", *paths.values()]:
+            self.logger.log_artifact(p)
+
+    def save_model(self, out: Path) -> None:
+        from safetensors.torch import save_file
+
+        self.encoder.export(out / "encoder")
+        heads = {k: v.detach().float().contiguous() for k, v in self.model.state_dict().items()
+                 if not k.startswith("encoder.")}
+        save_file(heads, str(out / "heads.safetensors"))
+        (out / "classes.json").write_text(json.dumps(self.classes) + "\n")
+        save_config(self.cfg, out / "config.yaml")
+
+    def close(self, status: str = "FINISHED") -> None:
+        self.logger.close(status)
+
+
+def load_trained(run: Path) -> tuple[Extractor, FinetuneConfig]:
+    """A fine-tuned model back from its run directory (for predict)."""
+    from safetensors.torch import load_file
+
+    from common.config import load_config
+
+    model_dir = Path(run) / "model"
+    if not (model_dir / "heads.safetensors").is_file():
+        raise MmieError(f"{run}: no model/ directory — not a finished fine-tuning run")
+    cfg = load_config(FinetuneConfig, model_dir / "config.yaml")
+    encoder = FusionEncoder.from_export(model_dir / "encoder")
+    classes = json.loads((model_dir / "classes.json").read_text())
+    model = Extractor(encoder, cfg, classes)
+    missing = model.load_state_dict(load_file(str(model_dir / "heads.safetensors")), strict=False)
+    bad = [k for k in missing.missing_keys if not k.startswith("encoder.")] + list(missing.unexpected_keys)
+    if bad:
+        raise MmieError(f"{run}: saved heads do not match the model ({bad[0]})")
+    return model.eval(), cfg
+
+
+__all__ = ["FinetuneTrainer", "load_trained", "score", "Triple"]
