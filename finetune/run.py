@@ -32,7 +32,7 @@ def parse(argv):
     p.add_argument("--run-dir", default=None)
     p.add_argument("--tracking-uri", default="./mlruns")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3 align.alpha=0.2")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 def build_config(a):

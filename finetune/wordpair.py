@@ -3,7 +3,9 @@
 Grid cells (i, j) over the words of a sentence:
 - an entity spanning words s..e (inclusive) labels cell (e, s) with its type (the lower triangle, diagonal included);
 - a relation labels cell (head start, tail start) with its name; MNRE reads only the cell of the marked pair.
-Entities never overlap in MJERE, so the two kinds of cell never collide.
+Where entities do not overlap the two kinds of cell never collide and the encoding is exact. MJERE has a few
+nested entities (2 of its 475 test sentences); there the decoder keeps the higher-scoring span, so the grid
+holds 637 of the 640 test triples.
 
 Head: per channel l in {text, pos, position}, X^l_ij = MLP_l([h_i; h_j; h_i - h_j]); P^t = softmax(W_t X^t);
 P^all = softmax(W_a [X^t; X^pos; X^position]); P_final = softmax(P^all + lam * log(P^all / P^t)).

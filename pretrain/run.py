@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracking-uri", default="./mlruns")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # launcher
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     from pretrain.config import PretrainConfig
     from pretrain.trainer import Trainer
 

@@ -1,0 +1,45 @@
+import torch
+
+from finetune.batches import mark_pair
+from finetune.examples import Example, Span, Triple
+from finetune.mjere import build_from_mnre
+from finetune.readers import read_task
+from finetune.wordpair import decode_joint, encode_joint, joint_classes
+
+
+def round_trip(ex, classes):
+    grid = encode_joint(ex, classes)
+    return decode_joint(grid, torch.ones_like(grid, dtype=torch.float), len(ex.tokens), classes)
+
+
+def test_encode_decode_round_trips_gold_triples():
+    A, B, C = Span(0, 2, "PER"), Span(3, 4, "ORG"), Span(5, 6, "LOC")
+    ex = Example("x:1", "Ann Lee of Acme in Paris now".split(), "x.jpg", entities=[A, B, C],
+                 triples=[Triple(A, B, "member_of"), Triple(A, C, "place_of_residence"), Triple(C, A, "contain")])
+    classes = joint_classes(["member_of", "place_of_residence", "contain"])
+    ents, triples = round_trip(ex, classes)
+    assert ents == [A, B, C] and triples == sorted(ex.triples)
+
+
+def test_round_trip_on_derived_mjere(real_data, tmp_path):
+    build_from_mnre(real_data / "mnre", tmp_path)
+    splits = read_task("mjere", tmp_path)
+    classes = joint_classes(sorted({t.label for ex in splits["train"].examples for t in ex.triples}))
+    kept = 0
+    for ex in splits["test"].examples:
+        ents, triples = round_trip(ex, classes)
+        spans = sorted(set(ex.entities))
+        if all(a.end <= b.start for a, b in zip(spans, spans[1:])):  # no overlapping entities: exact
+            assert triples == sorted(set(ex.triples)) and ents == spans
+        kept += len(set(triples) & set(ex.triples))
+    assert kept == 637  # of 640: the grid cannot hold the triples of the 2 sentences with nested entities
+
+
+def test_mark_pair_inserts_markers_around_head_and_tail():
+    h, t = Span(0, 1), Span(2, 4)
+    ex = Example("m:1", ["Ann", "met", "Bob", "Ray", "today"], "x.jpg", entities=[h, t], triples=[Triple(h, t, "x")])
+    words, hi, ti = mark_pair(ex)
+    assert words == ["<h>", "Ann", "</h>", "met", "<t>", "Bob", "Ray", "</t>", "today"]
+    assert (hi, ti) == (0, 4)
+    adjacent = Example("m:2", ["A", "B"], "x", triples=[Triple(Span(1, 2), Span(0, 1), "x")])
+    assert mark_pair(adjacent)[0] == ["<t>", "A", "</t>", "<h>", "B", "</h>"]
