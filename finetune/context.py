@@ -11,6 +11,7 @@ A post whose image is missing or unreadable gets an honest generic context; ever
 from __future__ import annotations
 
 import hashlib
+import os
 import importlib.util
 import json
 from collections import Counter
@@ -156,7 +157,7 @@ class OfflineContext(ContextSource):
                 self.counts["described"] += len(todo[key])
         if keys:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(".tmp")
+            tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(self.cache))
             tmp.replace(self.cache_path)
         return out  # type: ignore[return-value]

@@ -3,6 +3,7 @@ disk by the sentence's tokens so each sentence is tagged once."""
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class PosTagger:
                                leave=False):
                 self._cache[k] = [t.pos_ or "X" for t in doc]
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(".tmp")
+            tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(self._cache))
             tmp.replace(self.cache_path)
         return [self._cache[_key(t)] for t in sentences]
