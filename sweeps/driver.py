@@ -79,7 +79,7 @@ def run_trial(params: dict, base: dict) -> None:
         raise
     trainer.close()
     tune.report({METRIC: result["dev"]["f1"], "epoch": result["epochs"], "test_f1": result["test"]["f1"],
-                 "mlflow_run_id": run_id, "done": True})
+                 "mlflow_run_id": run_id, "finished": 1})
 
 
 def results_table(grid, keys: list[str]):
@@ -92,9 +92,10 @@ def results_table(grid, keys: list[str]):
         if hist is None or METRIC not in hist:
             continue
         last = hist.iloc[-1]
+        finished = "finished" in hist and pd.notna(last.get("finished"))
         rows.append({METRIC: float(hist[METRIC].max()), "epochs": int(hist["epoch"].max()),
-                     "test_f1": float(last["test_f1"]) if "test_f1" in hist and last.get("done") is True else None,
-                     "stopped_early": not bool(last.get("done", False)),
+                     "test_f1": float(last["test_f1"]) if finished else float("nan"),
+                     "stopped_early": not finished,
                      **{f"config/{k}": r.config.get(k) for k in keys},
                      "trial_id": last.get("trial_id"), "mlflow_run_id": last.get("mlflow_run_id")})
     return pd.DataFrame(rows).sort_values(METRIC, ascending=False).reset_index(drop=True)

@@ -51,3 +51,18 @@ def tiny_shards(synth_dir, tmp_path_factory) -> dict[str, Path]:
     news = synth_dir / "newsclippings"
     train = _prepare(news, "train", root / "train")
     return {"train": train, "val": _prepare(news, "val", root / "val", vocab=train / "vocab.json")}
+
+
+RAY_LEFTOVERS = ("ray/session_*", "ray/cluster-mmie-sweep.*", "ray-config-*", "ray_ssh_*")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_ray_leftovers():
+    """Ray keeps session logs and cluster state under /tmp; remove what this test session's runs added."""
+    import shutil
+
+    tmp = Path("/tmp")
+    before = {p for pattern in RAY_LEFTOVERS for p in tmp.glob(pattern)}
+    yield
+    for p in {p for pattern in RAY_LEFTOVERS for p in tmp.glob(pattern)} - before:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
