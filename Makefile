@@ -7,6 +7,11 @@ STAMP := $(VENV)/.mmie-installed
 # Run inside a loopback-only network namespace: no traffic leaves the machine.
 LOOPBACK := .ci/loopback
 DEMO ?= runs/demo
+MLRUNS ?= mlruns
+NEWS := $(DEMO)/data/newsclippings
+# Ray's dashboard probes cloud metadata unless HOME holds an empty ray_bootstrap_config.yaml (see README).
+RAY_HOME := $(abspath runs/.ray-home)
+export MMIE_CACHE ?= $(HOME)/.cache/mmie
 
 # Keep every library off the network (common/offline.py sets the same defaults in-process).
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
@@ -15,7 +20,7 @@ export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
 export RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled
 export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test sweep-demo mlflow-ui bench clean-demo
 
 install: $(STAMP)
 
@@ -27,13 +32,44 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip check
 	@touch $(STAMP)
 
+# The whole chain on synthetic data: data -> zoo check -> shards -> pretraining (2 DeepSpeed ranks) ->
+# fine-tuning with and without the pretrained init -> a small sweep -> a summary. About 15 minutes on 2 cores.
 demo: $(STAMP)
-	$(LOOPBACK) $(PY) -m common.synthetic --out $(DEMO)/data --seed 0
+	$(LOOPBACK) $(PY) -m common.synthetic --out $(DEMO)/data --seed 0 --news 1000
 	$(LOOPBACK) $(PY) -m common.zoo --report $(DEMO)/zoo.json
+	$(LOOPBACK) $(PY) -m pretrain.prepare --annotations $(NEWS)/annotations/train.json --data-json $(NEWS)/data.json \
+	  --images $(NEWS) --out $(DEMO)/shards/train --max-boxes 4 --teacher-size 96 --shard-size 200
+	$(LOOPBACK) $(PY) -m pretrain.prepare --annotations $(NEWS)/annotations/val.json --data-json $(NEWS)/data.json \
+	  --images $(NEWS) --out $(DEMO)/shards/val --vocab $(DEMO)/shards/train/vocab.json --max-boxes 4 \
+	  --teacher-size 96 --shard-size 200
+	rm -rf $(DEMO)/pretrain
+	$(LOOPBACK) $(VENV)/bin/deepspeed --num_gpus 2 --master_addr 127.0.0.1 pretrain/run.py \
+	  --config pretrain/configs/tiny.yaml --run-dir $(DEMO)/pretrain --tracking-uri $(MLRUNS) \
+	  data.train=$(DEMO)/shards/train data.val=$(DEMO)/shards/val train.steps=60 train.eval_every=30 \
+	  train.ckpt_every=30
+	$(LOOPBACK) $(PY) finetune/run.py --task mner --data $(DEMO)/data/twitter --init $(DEMO)/pretrain/export \
+	  --run-dir $(DEMO)/finetune/mner-pretrained --tracking-uri $(MLRUNS) train.epochs=3 data.max_train=600
+	$(LOOPBACK) $(PY) finetune/run.py --task mner --data $(DEMO)/data/twitter --init none \
+	  --run-dir $(DEMO)/finetune/mner-zoo --tracking-uri $(MLRUNS) train.epochs=3 data.max_train=600
+	$(MAKE) --no-print-directory sweep-demo
 	$(PY) -m common.summary $(DEMO)
+
+# A small Ray Tune sweep over alpha, beta, K on the demo's synthetic tweets (4 trials, ASHA, 2 epochs).
+sweep-demo: $(STAMP)
+	@mkdir -p $(RAY_HOME) && echo '{}' > $(RAY_HOME)/ray_bootstrap_config.yaml
+	HOME=$(RAY_HOME) $(LOOPBACK) $(PY) sweeps/tune.py --task mner --data $(DEMO)/data/twitter \
+	  --init $(DEMO)/pretrain/export --samples 4 --epochs 2 --num-cpus 2 --storage $(DEMO)/sweeps \
+	  --tracking-uri $(MLRUNS) --name demo-sweep data.max_train=200
+
+# MLflow's UI over the local store, on loopback: open http://127.0.0.1:5000
+mlflow-ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(MLRUNS))/mlflow.db --host 127.0.0.1 --port 5000
 
 test: $(STAMP)
 	$(LOOPBACK) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for b in bench/*.py; do $(LOOPBACK) $(PY) $$b | tail -n 3; done
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -13,6 +13,7 @@ def _load(path: Path) -> dict | None:
 
 
 def summarise(run: Path) -> list[str]:
+    nan = float("nan")
     if not run.is_dir():
         raise MmieError(f"run directory {run} does not exist (run `make demo` first)")
     lines = [f"mmie demo summary — {run}"]
@@ -36,8 +37,35 @@ def summarise(run: Path) -> list[str]:
             if "top3" in v:
                 lines.append(f"            {v['name']} on {Path(zoo['image']).name}: {v['top3'][0][0]} "
                              f"({v['top3'][0][1]:.2f})")
+    shards = _load(run / "shards" / "train" / "manifest.json")
+    if shards:
+        skipped = sum(shards["skipped"].values())
+        lines.append(f"  shards    {run / 'shards'}: {shards['samples']} train samples in "
+                     f"{len(shards['shards'])} shards (teacher {shards['teacher']}, detector {shards['detector']}; {skipped} skipped)")
+    pre = _load(run / "pretrain" / "metrics.json")
+    if pre:
+        lines.append(f"  pretrain  {pre['steps']} steps x {pre['world_size']} ranks (ZeRO-{pre['zero_stage']}), "
+                     f"{pre['samples_per_s']} samples/s; held-out ITM acc {pre.get('val_itm_acc', nan):.3f}, "
+                     f"CIT R@1 {pre.get('val_cit_r1', nan):.3f} (chance {pre.get('val_cit_r1_chance', nan):.3f})"
+                     f" -> {run / 'pretrain' / 'export'}")
+    runs = sorted((run / "finetune").glob("*/metrics.json")) if (run / "finetune").is_dir() else []
+    if runs:
+        lines.append(f"  finetune  {'run':<22}{'task':<7}{'init':<12}{'image':<7}{'dev F1':>8}{'test F1':>9}"
+                     f"{'epochs':>8}")
+        for path in runs:
+            m = json.loads(path.read_text())
+            init = "pretrained" if m["init"] != "none" else "zoo"
+            lines.append(f"            {path.parent.name:<22}{m['task']:<7}{init:<12}{m['image']:<7}"
+                         f"{100 * m['dev']['f1']:8.2f}{100 * m['test']['f1']:9.2f}{m['epochs']:8d}")
+    sweep = _load(run / "sweeps" / "demo-sweep" / "best.json")
+    if sweep:
+        best = sweep["best"]
+        lines.append(f"  sweep     {sweep['trials']} trials ({sweep['errored_trials']} errored): best dev F1 "
+                     f"{100 * best['dev_f1']:.2f} at alpha {best.get('align.alpha', nan):.3f}, "
+                     f"beta {best.get('align.beta', nan):.3f}, K {best.get('align.k')}")
     if len(lines) == 1:
         lines.append("  (nothing yet)")
+    lines.append("  MLflow    make mlflow-ui, then open http://127.0.0.1:5000")
     return lines
 
 

@@ -164,7 +164,8 @@ class FinetuneTrainer:
             for idx in bar:
                 out = self.model.losses(self._batch(train, idx), gen)
                 if not torch.isfinite(out["loss"]):
-                    raise MmieError(f"epoch {epoch}: the loss is not finite ({ {k: float(v) for k, v in out.items()} })")
+                    terms = {k: round(float(v), 4) for k, v in out.items()}
+                    raise MmieError(f"epoch {epoch}: the loss is not finite ({terms})")
                 opt.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip)

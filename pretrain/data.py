@@ -43,7 +43,8 @@ def read_shard_dir(shard_dir: str | Path) -> tuple[list[str], dict, dict]:
     shard_dir = Path(shard_dir)
     manifest_path, vocab_path = shard_dir / "manifest.json", shard_dir / "vocab.json"
     if not manifest_path.is_file():
-        raise DataError(f"{shard_dir}: no manifest.json — not a shard directory (python -m pretrain.prepare makes one)")
+        raise DataError(f"{shard_dir}: no manifest.json — not a shard directory (python -m pretrain.prepare "
+                        "makes one)")
     if not vocab_path.is_file():
         raise DataError(f"{shard_dir}: no vocab.json beside the shards")
     manifest = json.loads(manifest_path.read_text())
