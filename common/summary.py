@@ -41,7 +41,8 @@ def summarise(run: Path) -> list[str]:
     if shards:
         skipped = sum(shards["skipped"].values())
         lines.append(f"  shards    {run / 'shards'}: {shards['samples']} train samples in "
-                     f"{len(shards['shards'])} shards (teacher {shards['teacher']}, detector {shards['detector']}; {skipped} skipped)")
+                     f"{len(shards['shards'])} shards (teacher {shards['teacher']}, detector {shards['detector']}; "
+                     f"{skipped} skipped)")
     pre = _load(run / "pretrain" / "metrics.json")
     if pre:
         lines.append(f"  pretrain  {pre['steps']} steps x {pre['world_size']} ranks (ZeRO-{pre['zero_stage']}), "
