@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from timing import best_of  # noqa: E402
 
 from finetune.contrastive import info_nce  # noqa: E402
 from finetune.shapley import cyclic_permutations, shapley_contrastive, shapley_values  # noqa: E402
@@ -32,16 +33,6 @@ def loop_estimator(sim: torch.Tensor, tau: float, perms: torch.Tensor) -> torch.
                 phi[a, perm[m]] += u - prev
                 prev = u
     return phi / len(perms)
-
-
-def best_of(fn, repeats: int) -> float:
-    fn()
-    out = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t0)
-    return out
 
 
 def main() -> None:

@@ -8,25 +8,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from timing import best_of  # noqa: E402
 from torchcrf import CRF as TorchCRF  # noqa: E402
 
 from finetune.crf import CRF  # noqa: E402
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
@@ -58,10 +49,10 @@ def main() -> None:
         return run
 
     t = {
-        "ours_nll_fwd_bwd": timed(fb(ours, lambda: ours.nll(em, tags, mask)), a.repeats),
-        "torchcrf_nll_fwd_bwd": timed(fb(ref, lambda: -ref(em, tags, mask, reduction="mean")), a.repeats),
-        "ours_viterbi": timed(lambda: ours.decode(em.detach(), mask), a.repeats),
-        "torchcrf_viterbi": timed(lambda: ref.decode(em.detach(), mask), a.repeats),
+        "ours_nll_fwd_bwd": best_of(fb(ours, lambda: ours.nll(em, tags, mask)), a.repeats),
+        "torchcrf_nll_fwd_bwd": best_of(fb(ref, lambda: -ref(em, tags, mask, reduction="mean")), a.repeats),
+        "ours_viterbi": best_of(lambda: ours.decode(em.detach(), mask), a.repeats),
+        "torchcrf_viterbi": best_of(lambda: ref.decode(em.detach(), mask), a.repeats),
     }
     result = {"batch": a.batch, "length": a.length, "tags": a.tags,
               "nll_abs_diff": abs(nll_ours - nll_ref), "same_viterbi_paths": same_paths,

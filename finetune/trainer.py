@@ -59,9 +59,6 @@ def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, cla
             continue
         img, status = store.open(ex.image)
         images[ex.image] = images[DEFAULT_IMAGE] if status != "ok" else encoder.vision.preprocess(img)
-    if cfg.data.image == "none":
-        for name in names:
-            store.counts["disabled"] += 1
     pos = pos_tagger.tag([ex.tokens for ex in examples])
     feats, truncation = build_features(cfg.task, examples, encoder.tokenizer, pos, contexts, cfg.data.max_length,
                                        classes)

@@ -230,6 +230,8 @@ def build_pipeline(shards: list[str], collate: Collate, batch_size: int, stages:
 
 
 def make_loader(pipeline, num_workers: int = 0):
-    """A DataLoader over an already-batched pipeline (batch_size=None), workers split the shards."""
-    return torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=num_workers,
-                                       persistent_workers=False)
+    """A DataLoader over an already-batched pipeline (batch_size=None), workers split the shards. Workers are
+    spawned, not forked: a fork copies locks that other threads (torch, tokenizers, MLflow) may hold, and the
+    child can deadlock on them."""
+    return torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=num_workers, persistent_workers=False,
+                                       multiprocessing_context="spawn" if num_workers > 0 else None)
