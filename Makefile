@@ -14,11 +14,18 @@ RAY_HOME := $(abspath runs/.ray-home)
 export MMIE_CACHE ?= $(HOME)/.cache/mmie
 
 # Keep every library off the network (common/offline.py sets the same defaults in-process).
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
-export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=False
-export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
-export RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled
-export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1
+export HF_HUB_DISABLE_TELEMETRY=1
+export YOLO_OFFLINE=1
+export YOLO_AUTOINSTALL=False
+export MLFLOW_DISABLE_TELEMETRY=true
+export DO_NOT_TRACK=true
+export RAY_USAGE_STATS_ENABLED=0
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+export RAY_AUTH_MODE=disabled
+export TOKENIZERS_PARALLELISM=false
+export PYTHONUNBUFFERED=1
 
 .PHONY: install demo test sweep-demo mlflow-ui bench clean-demo
 
