@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The whole chain on synthetic data: data -> zoo check -> shards -> pretraining (2 DeepSpeed ranks) ->
-# fine-tuning with and without the pretrained init -> a small sweep -> a summary. About 15 minutes on 2 cores.
+# fine-tuning with and without the pretrained init -> a small sweep -> a summary. About 20 minutes on 2 cores.
 demo: $(STAMP)
 	$(LOOPBACK) $(PY) -m common.synthetic --out $(DEMO)/data --seed 0 --news 1000
 	$(LOOPBACK) $(PY) -m common.zoo --report $(DEMO)/zoo.json
