@@ -18,7 +18,7 @@ from common.tracking import make_logger
 from finetune.batches import batches, build_features, collate, task_classes
 from finetune.config import FinetuneConfig
 from finetune.context import build_context
-from finetune.examples import Split, Triple
+from finetune.examples import Split
 from finetune.images import ImageStore, default_image, resolve_image_root
 from finetune.metrics import joint_scores, ner_scores, re_scores
 from finetune.model import Extractor
@@ -253,5 +253,3 @@ def load_trained(run: Path) -> tuple[Extractor, FinetuneConfig]:
         raise MmieError(f"{run}: saved heads do not match the model ({bad[0]})")
     return model.eval(), cfg
 
-
-__all__ = ["FinetuneTrainer", "load_trained", "score", "Triple"]

@@ -102,6 +102,7 @@ def prepare(args) -> dict:
             old.unlink()
     out.mkdir(parents=True, exist_ok=True)
     pairs, skipped = read_pairs(Path(args.annotations), Path(args.data_json), Path(args.images))
+    n_annotations = len(pairs) + sum(skipped.values())
     vocab = build_vocab(pairs, args)
     teacher = build_teacher(args.teacher, image_size=args.teacher_size, tau=args.tau)
     detector = build_detector(args.detector, max_boxes=args.max_boxes)
@@ -144,7 +145,7 @@ def prepare(args) -> dict:
     (out / "vocab.json").write_text(json.dumps(vocab, indent=1) + "\n")
     manifest = {"shards": shards, "samples_per_shard": per_shard, "samples": counts["samples"],
                 "matched": counts["matched"], "falsified": counts["falsified"],
-                "pairs_in": len(pairs) + sum(v for k, v in skipped.items() if "annotation" in k or "data.json" in k),
+                "pairs_in": n_annotations,
                 "images": len(labeller.cache), "skipped": dict(sorted(skipped.items())),
                 "teacher": teacher.name, "detector": detector.name, "vocab_digest": vocab["digest"],
                 "entities": len(vocab["entities"]), "relations": len(vocab["relations"]),

@@ -56,8 +56,8 @@ def shards(bad_news, tmp_path_factory):
     return out, manifest
 
 
-def falsified_users(news, image_path):
-    """How many annotations use an image (as pristine or falsified)."""
+def annotations_using(news, image_path):
+    """How many annotations pair a caption with this image (pristine or falsified)."""
     anns = json.loads((news / "annotations" / "train.json").read_text())["annotations"]
     data = {e["id"]: e for e in json.loads((news / "data.json").read_text())}
     return sum(1 for a in anns if "image_id" in a and data[a["image_id"]]["image_path"] == image_path)
@@ -68,9 +68,9 @@ def test_prepare_counts_every_bad_input(bad_news, shards):
     out, m = shards
     s = m["skipped"]
     assert s["malformed annotation"] == 1 and s["caption missing from data.json"] == 2  # pristine + its falsified
-    assert s["image file missing"] == falsified_users(news, bad_images[0])
-    assert s["image unreadable"] == falsified_users(news, bad_images[1]) + falsified_users(news, bad_images[2])
-    assert m["samples"] + sum(s.values()) == n_ann  # nothing silently lost
+    assert s["image file missing"] == annotations_using(news, bad_images[0])
+    assert s["image unreadable"] == annotations_using(news, bad_images[1]) + annotations_using(news, bad_images[2])
+    assert m["samples"] + sum(s.values()) == n_ann == m["pairs_in"]  # nothing silently lost
     assert m["samples"] == sum(m["samples_per_shard"]) and len(m["shards"]) == len(m["samples_per_shard"])
     vocab = json.loads((out / "vocab.json").read_text())
     assert "man" in vocab["entities"] and "member of" in vocab["relations"] and len(vocab["relations"]) > 200
