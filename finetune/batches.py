@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from finetune.examples import ENTITY_TYPES, Example
+from finetune.examples import ENTITY_TYPES, MARKERS, Example
 from finetune.pos import POS_INDEX
 from finetune.readers import MNRE_RELATIONS
+from finetune.shape import shape_ids
 from finetune.subwords import encode_batch, truncation_report
 from finetune.wordpair import IGNORE, encode_joint
 
 NER_TAGS = ["O"] + [f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I")]
-MARKERS = ("<h>", "</h>", "<t>", "</t>")
 
 
 def mark_pair(ex: Example) -> tuple[list[str], int, int]:
@@ -40,6 +40,7 @@ class Features:
     n_text: int
     word_start: list[int]  # -1: truncated away
     pos: list[int]
+    shape: list[int]
     image: str
     labels: object  # mner: tag ids; mre: relation id; mjere: (W, W) grid
     pair: tuple[int, int] = (0, 0)  # mre: (head marker, tail marker) word indices
@@ -67,7 +68,7 @@ def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list
     report = truncation_report(examples, encoded) if task != "mre" else {}
     feats = []
     for i, (ex, enc) in enumerate(zip(examples, encoded)):
-        f = Features(enc.input_ids, enc.n_text, enc.word_start, pos[i], ex.image, None)
+        f = Features(enc.input_ids, enc.n_text, enc.word_start, pos[i], shape_ids(words[i]), ex.image, None)
         if task == "mner":
             f.labels = [NER_TAGS.index(t) for t in ex.tags]
         elif task == "mre":
@@ -102,6 +103,7 @@ def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int,
     word_index = torch.zeros(N, W, dtype=torch.long)
     word_mask = torch.zeros(N, W, dtype=torch.bool)
     pos = torch.zeros(N, W, dtype=torch.long)
+    shape = torch.zeros(N, W, dtype=torch.long)
     for i, f in enumerate(feats):
         n, w = len(f.input_ids), f.n_words
         input_ids[i, :n] = torch.tensor(f.input_ids)
@@ -111,11 +113,16 @@ def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int,
         word_index[i, :w] = torch.tensor(f.word_start[:w])
         word_mask[i, :w] = True
         pos[i, :w] = torch.tensor(f.pos[:w])
-    names = sorted({f.image for f in feats})
+        shape[i, :w] = torch.tensor(f.shape[:w])
+    slots: dict[int, int] = {}  # id of an image tensor -> its row; every missing picture shares one tensor,
+    pictures: list[torch.Tensor] = []  # so the vision encoder sees each distinct picture once per batch
+    for name in sorted({f.image for f in feats}):
+        if id(images[name]) not in slots:
+            slots[id(images[name])] = len(pictures)
+            pictures.append(images[name])
     batch = {"input_ids": input_ids, "attention_mask": attn, "text_mask": text_mask, "ctx_mask": ctx_mask,
-             "word_index": word_index, "word_mask": word_mask, "pos": pos,
-             "images": torch.stack([images[n] for n in names]),
-             "image_index": torch.tensor([names.index(f.image) for f in feats])}
+             "word_index": word_index, "word_mask": word_mask, "pos": pos, "shape": shape,
+             "images": torch.stack(pictures), "image_index": torch.tensor([slots[id(images[f.image])] for f in feats])}
     if task == "mner":
         tags = torch.zeros(N, W, dtype=torch.long)
         for i, f in enumerate(feats):

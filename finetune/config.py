@@ -32,7 +32,8 @@ class AlignConfig:
 @dataclass
 class HeadConfig:
     hidden: int = 512
-    pos_dim: int = 100
+    pos_dim: int = 100  # part-of-speech (+ word-shape) embedding
+    word_shape: bool = True  # embed each word's casing/shape (the uncased encoder cannot see it)
     position_dim: int = 100
     lam: float = 1.0  # lambda of the word-pair contrastive decoding
     dropout: float = 0.1
@@ -43,7 +44,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 16
     lr: float = 3e-4  # heads, fusion and projections
-    encoder_lr: float = 5e-5  # text and vision encoders
+    encoder_lr: float = 5e-5  # text and vision encoders and the fusion layers
+    crf_lr: float = 5e-3  # CRF start/end/transition scores
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     clip: float = 1.0

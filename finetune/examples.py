@@ -7,6 +7,7 @@ from pathlib import Path
 
 ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
 NONE_RELATION = "None"
+MARKERS = ("<h>", "</h>", "<t>", "</t>")  # entity markers inserted around an MNRE pair
 
 
 @dataclass(frozen=True, order=True)

@@ -11,6 +11,7 @@ from finetune.contrastive import implicit_positive_contrastive, info_nce
 from finetune.crf import CRF
 from finetune.gated_fusion import AdaptiveFusion
 from finetune.pos import UPOS
+from finetune.shape import SHAPES
 from finetune.shapley import shapley_contrastive
 from finetune.wordpair import WordPairHead, decode_joint, grid_loss
 
@@ -28,14 +29,16 @@ class Extractor(nn.Module):
         self.fusion = AdaptiveFusion(D, dropout=h.dropout)
         self.align_t, self.align_c, self.align_v = (nn.Linear(D, a.proj_dim) for _ in range(3))
         self.dropout = nn.Dropout(h.dropout)
+        # a word's form: its part of speech plus (head.word_shape) its casing/shape, summed in one embedding space
+        self.pos_emb = nn.Embedding(len(UPOS) + 1, h.pos_dim, padding_idx=0)
+        self.shape_emb = nn.Embedding(len(SHAPES), h.pos_dim, padding_idx=0) if h.word_shape else None
         if self.task == "mner":
-            self.pos_emb = nn.Embedding(len(UPOS) + 1, h.pos_dim, padding_idx=0)
             self.position_emb = nn.Embedding(256, h.position_dim)
             self.emit = nn.Sequential(nn.Linear(D + h.pos_dim + h.position_dim, h.hidden), nn.GELU(),
                                       nn.Dropout(h.dropout), nn.Linear(h.hidden, len(classes)))
             self.crf = CRF(len(classes))
         else:
-            self.pair = WordPairHead(D, len(classes), len(UPOS) + 1, h.pos_dim, h.position_dim, hidden=h.hidden,
+            self.pair = WordPairHead(D, len(classes), h.pos_dim, h.position_dim, hidden=h.hidden,
                                      lam=h.lam, dropout=h.dropout)
 
     def features(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -53,10 +56,14 @@ class Extractor(nn.Module):
                 "x_c": masked_mean(H, batch["ctx_mask"]), "x_v": v_cls,
                 "has_ctx": batch["ctx_mask"].any(1)}
 
+    def form(self, batch: dict) -> torch.Tensor:
+        form = self.pos_emb(batch["pos"])  # (N, W, pos_dim)
+        return form if self.shape_emb is None else form + self.shape_emb(batch["shape"])
+
     def emissions(self, words: torch.Tensor, batch: dict) -> torch.Tensor:
         W = words.shape[1]
         positions = torch.arange(W, device=words.device).clamp(max=255)[None].expand(words.shape[0], -1)
-        return self.emit(torch.cat([words, self.pos_emb(batch["pos"]), self.position_emb(positions)], -1))
+        return self.emit(torch.cat([words, self.form(batch), self.position_emb(positions)], -1))
 
     def losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         f = self.features(batch)
@@ -65,13 +72,11 @@ class Extractor(nn.Module):
         if self.task == "mner":
             out["main_loss"] = self.crf.nll(self.emissions(f["words"], batch), batch["tags"], batch["word_mask"])
         else:
-            pair_out = self.pair(f["words"], batch["pos"])
-            if self.task == "mre":
-                labels = torch.full(pair_out["final"].shape[:3], -100, dtype=torch.long, device=f["words"].device)
-                rows = torch.arange(labels.shape[0], device=labels.device)
-                labels[rows, batch["pair"][:, 0], batch["pair"][:, 1]] = batch["relation"]
+            if self.task == "mre":  # one cell per post: the marked (head, tail) pair
+                pair_out = self.pair(f["words"], self.form(batch), batch["pair"])
+                labels = batch["relation"]
             else:
-                labels = batch["grid"]
+                pair_out, labels = self.pair(f["words"], self.form(batch)), batch["grid"]
             out["main_loss"] = grid_loss(pair_out, labels)
         t, c, v = self.align_t(f["x_t"]), self.align_c(f["x_c"]), self.align_v(f["x_v"])
         ctx = f["has_ctx"]
@@ -96,10 +101,9 @@ class Extractor(nn.Module):
         if self.task == "mner":
             paths = self.crf.decode(self.emissions(f["words"], batch), batch["word_mask"])
             return [[self.classes[t] for t in p] for p in paths]
-        logp = self.pair(f["words"], batch["pos"])["final"]  # (N, W, W, C)
         if self.task == "mre":
-            rows = torch.arange(logp.shape[0], device=logp.device)
-            cell = logp[rows, batch["pair"][:, 0], batch["pair"][:, 1]]  # (N, C)
+            cell = self.pair(f["words"], self.form(batch), batch["pair"])["final"]  # (N, C)
             return [self.classes[i] for i in cell.argmax(-1).tolist()]
+        logp = self.pair(f["words"], self.form(batch))["final"]  # (N, W, W, C)
         score, pred = logp.exp().max(-1)
         return [decode_joint(pred[i], score[i], n_words[i], self.classes) for i in range(logp.shape[0])]

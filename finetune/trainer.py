@@ -36,6 +36,14 @@ def load_encoder(cfg: FinetuneConfig) -> FusionEncoder:
     return FusionEncoder.from_export(cfg.init)
 
 
+def param_group(name: str) -> str:
+    """Pretrained transformer and vision weights (the fusion layers start as copies of the text encoder's upper
+    layers, or come pretrained) train at encoder_lr; the CRF transitions at crf_lr; heads and projections at lr."""
+    if name.startswith(("encoder.text.", "encoder.vision.", "encoder.fusion.")):
+        return "encoder"
+    return "crf" if name.startswith("crf.") else "rest"
+
+
 class SplitData:
     """A split ready for the model: examples, features, images (decoded once), and what was missing."""
 
@@ -117,11 +125,12 @@ class FinetuneTrainer:
 
     def optimizer(self, total_steps: int):
         t = self.cfg.train
-        enc, rest = [], []
+        groups: dict[str, list] = {"encoder": [], "crf": [], "rest": []}
         for name, p in self.model.named_parameters():
             if p.requires_grad:
-                (enc if name.startswith(("encoder.text.", "encoder.vision.")) else rest).append(p)
-        opt = torch.optim.AdamW([{"params": enc, "lr": t.encoder_lr}, {"params": rest, "lr": t.lr}],
+                groups[param_group(name)].append(p)
+        opt = torch.optim.AdamW([{"params": groups["encoder"], "lr": t.encoder_lr},
+                                 {"params": groups["crf"], "lr": t.crf_lr}, {"params": groups["rest"], "lr": t.lr}],
                                 weight_decay=t.weight_decay)
         warmup = int(total_steps * t.warmup_ratio)
 

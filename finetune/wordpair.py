@@ -7,7 +7,7 @@ Where entities do not overlap the two kinds of cell never collide and the encodi
 nested entities (2 of its 475 test sentences); there the decoder keeps the higher-scoring span, so the grid
 holds 637 of the 640 test triples.
 
-Head: per channel l in {text, pos, position}, X^l_ij = MLP_l([h_i; h_j; h_i - h_j]); P^t = softmax(W_t X^t);
+Head: per channel l in {text, form (part of speech + word shape), position}, X^l_ij = MLP_l([h_i; h_j; h_i - h_j]); P^t = softmax(W_t X^t);
 P^all = softmax(W_a [X^t; X^pos; X^position]); P_final = softmax(P^all + lam * log(P^all / P^t)).
 """
 from __future__ import annotations
@@ -68,38 +68,60 @@ def decode_joint(pred: torch.Tensor, score: torch.Tensor, n_words: int, classes:
     return entities, sorted(triples)
 
 
-def _pair(x: torch.Tensor) -> torch.Tensor:
-    """(N, W, d) -> (N, W, W, 3d): [x_i; x_j; x_i - x_j] for every pair."""
+def pair_features(x: torch.Tensor) -> torch.Tensor:
+    """(N, W, d) -> (N, W, W, 3d): [x_i; x_j; x_i - x_j] for every pair (the reference PairMLP factorises)."""
     W = x.shape[1]
     xi = x[:, :, None, :].expand(-1, -1, W, -1)
     xj = x[:, None, :, :].expand(-1, W, -1, -1)
     return torch.cat([xi, xj, xi - xj], -1)
 
 
-def _mlp(d_in: int, hidden: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout))
+class PairMLP(nn.Module):
+    """GELU(Linear([x_i; x_j; x_i - x_j])) for every pair (i, j) or for chosen cells, without materialising the
+    W x W x 3d pair tensor: with the weight split as [A | B | C], the linear map is (A + C) x_i + (B - C) x_j + b,
+    so one projection per word and a broadcast sum replace a projection per pair (bench/wordpair.py)."""
+
+    def __init__(self, d_in: int, hidden: int, dropout: float):
+        super().__init__()
+        self.linear = nn.Linear(3 * d_in, hidden)
+        self.act, self.drop = nn.GELU(), nn.Dropout(dropout)
+
+    def sides(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b, c = self.linear.weight.split(x.shape[-1], dim=1)
+        return x @ (a + c).T + self.linear.bias, x @ (b - c).T  # (N, W, H) each
+
+    def forward(self, x: torch.Tensor, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, W, d) -> (N, W, W, H); with cells (N, 2) of (i, j) -> (N, H) for those cells only."""
+        left, right = self.sides(x)
+        if cells is None:
+            z = left[:, :, None, :] + right[:, None, :, :]
+        else:
+            rows = torch.arange(x.shape[0], device=x.device)
+            z = left[rows, cells[:, 0]] + right[rows, cells[:, 1]]
+        return self.drop(self.act(z))
 
 
 class WordPairHead(nn.Module):
-    def __init__(self, dim: int, n_classes: int, n_pos: int, pos_dim: int = 100, position_dim: int = 100,
+    def __init__(self, dim: int, n_classes: int, form_dim: int = 100, position_dim: int = 100,
                  max_words: int = 256, hidden: int = 512, lam: float = 1.0, dropout: float = 0.1):
         super().__init__()
-        self.pos_emb = nn.Embedding(n_pos, pos_dim, padding_idx=0)
         self.position_emb = nn.Embedding(max_words, position_dim)
-        self.text = _mlp(3 * dim, hidden, dropout)
-        self.pos = _mlp(3 * pos_dim, hidden // 4, dropout)
-        self.position = _mlp(3 * position_dim, hidden // 4, dropout)
+        self.text = PairMLP(dim, hidden, dropout)
+        self.form = PairMLP(form_dim, hidden // 4, dropout)
+        self.position = PairMLP(position_dim, hidden // 4, dropout)
         self.out_text = nn.Linear(hidden, n_classes)
         self.out_all = nn.Linear(hidden + hidden // 2, n_classes)
         self.lam, self.max_words = lam, max_words
 
-    def forward(self, words: torch.Tensor, pos_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """words (N, W, D), pos_ids (N, W) -> log-probabilities (N, W, W, C): "final" and "text"."""
+    def forward(self, words: torch.Tensor, form: torch.Tensor,
+                cells: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """words (N, W, D), form (N, W, form_dim) -> log-probabilities "final" and "text": (N, W, W, C) over the
+        whole grid, or (N, C) for the given cells (N, 2) (MRE reads one cell per post)."""
         W = words.shape[1]
         positions = torch.arange(W, device=words.device).clamp(max=self.max_words - 1)
-        x_t = self.text(_pair(words))  # (N, W, W, H)
-        x_p = self.pos(_pair(self.pos_emb(pos_ids)))  # (N, W, W, H/4)
-        x_x = self.position(_pair(self.position_emb(positions)[None].expand(words.shape[0], -1, -1)))
+        x_t = self.text(words, cells)  # (N, W, W, H) or (N, H)
+        x_p = self.form(form, cells)
+        x_x = self.position(self.position_emb(positions)[None].expand(words.shape[0], -1, -1), cells)
         log_p_t = F.log_softmax(self.out_text(x_t), -1)
         log_p_all = F.log_softmax(self.out_all(torch.cat([x_t, x_p, x_x], -1)), -1)
         # P_final = softmax(P_all + lam * log(P_all / P_t)): keeps what the multimodal channels add to the text one
@@ -108,7 +130,8 @@ class WordPairHead(nn.Module):
 
 
 def grid_loss(out: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """Masked grid NLL of the final and the text-channel distributions; labels (N, W, W) with IGNORE cells."""
+    """Masked NLL of the final and the text-channel distributions; labels (N, W, W) with IGNORE cells, or (N,)
+    for the (N, C) outputs of chosen cells."""
     C = out["final"].shape[-1]
     keep = labels != IGNORE
     if not bool(keep.any()):

@@ -92,3 +92,26 @@ def test_spacy_baseline_cli(synth_dir, tmp_path, capsys):
     assert 0.0 <= report["f1"] <= 1.0 and report["n_gold"] > 0
     assert (tmp_path / "test_spacy_f1.png").is_file()
     assert "spaCy zero-shot NER" in capsys.readouterr().out
+
+
+def test_word_shapes_see_what_the_uncased_encoder_cannot():
+    from finetune.shape import word_shape
+
+    shapes = {w: word_shape(w) for w in ["George", "NASA", "I", "obama", "iPhone", "@user", "#NWM7",
+                                         "http://t.co/Z3", "2015", "B2B", ":", "<h>"]}
+    assert shapes == {"George": "title", "NASA": "upper", "I": "upper1", "obama": "lower", "iPhone": "mixed",
+                      "@user": "mention", "#NWM7": "hashtag", "http://t.co/Z3": "url", "2015": "digits",
+                      "B2B": "alnum", ":": "punct", "<h>": "marker"}
+
+
+def test_collate_encodes_each_distinct_picture_once():
+    import torch
+
+    from finetune.batches import Features, collate
+
+    grey, photo = torch.zeros(3, 4, 4), torch.ones(3, 4, 4)
+    images = {"a.jpg": grey, "b.jpg": grey, "c.jpg": photo}  # a and b are both missing: one shared tensor
+    feats = [Features([101, 7, 102], 3, [1], [1], [2], name, [0]) for name in ["a.jpg", "c.jpg", "b.jpg", "c.jpg"]]
+    batch = collate(feats, images, 0, "mner")
+    assert batch["images"].shape[0] == 2
+    assert torch.equal(batch["images"][batch["image_index"]], torch.stack([grey, photo, grey, photo]))

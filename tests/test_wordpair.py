@@ -43,3 +43,15 @@ def test_mark_pair_inserts_markers_around_head_and_tail():
     assert (hi, ti) == (0, 4)
     adjacent = Example("m:2", ["A", "B"], "x", triples=[Triple(Span(1, 2), Span(0, 1), "x")])
     assert mark_pair(adjacent)[0] == ["<t>", "A", "</t>", "<h>", "B", "</h>"]
+
+
+def test_factorised_pair_mlp_equals_the_materialised_pairs():
+    from finetune.wordpair import PairMLP, pair_features
+
+    torch.manual_seed(0)
+    mlp = PairMLP(8, 16, dropout=0.0)
+    x = torch.randn(3, 5, 8)
+    reference = mlp.act(mlp.linear(pair_features(x)))  # (3, 5, 5, 16): Linear on [x_i; x_j; x_i - x_j]
+    assert torch.allclose(mlp(x), reference, atol=1e-5)
+    cells = torch.tensor([[0, 4], [2, 2], [4, 1]])
+    assert torch.allclose(mlp(x, cells), reference[torch.arange(3), cells[:, 0], cells[:, 1]], atol=1e-5)
