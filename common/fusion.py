@@ -59,6 +59,12 @@ class FusionEncoder(nn.Module):
             for layer in self.fusion:
                 layer.apply(self.text.model._init_weights)
 
+    def pretrained_prefixes(self) -> tuple[str, ...]:
+        """Names (relative to this module) of the parameters that start from pretrained weights and so train at the
+        encoder learning rate: the text and vision encoders, and the fusion layers when they are copies of the text
+        encoder's upper layers. Everything else (projections, type and patch embeddings, fresh layers) is new."""
+        return ("text.", "vision.") + (("fusion.",) if self.cfg.fusion_init == "text-upper" else ())
+
     @property
     def tokenizer(self):
         return self.text.tokenizer

@@ -36,10 +36,10 @@ def load_encoder(cfg: FinetuneConfig) -> FusionEncoder:
     return FusionEncoder.from_export(cfg.init)
 
 
-def param_group(name: str) -> str:
-    """Pretrained transformer and vision weights (the fusion layers start as copies of the text encoder's upper
-    layers, or come pretrained) train at encoder_lr; the CRF transitions at crf_lr; heads and projections at lr."""
-    if name.startswith(("encoder.text.", "encoder.vision.", "encoder.fusion.")):
+def param_group(name: str, encoder_prefixes: tuple[str, ...]) -> str:
+    """Pretrained weights (FusionEncoder.pretrained_prefixes: the encoders and the fusion layers copied from the
+    text encoder) train at encoder_lr; the CRF scores at crf_lr; heads and projections at lr."""
+    if name.startswith(encoder_prefixes):
         return "encoder"
     return "crf" if name.startswith("crf.") else "rest"
 
@@ -126,9 +126,10 @@ class FinetuneTrainer:
     def optimizer(self, total_steps: int):
         t = self.cfg.train
         groups: dict[str, list] = {"encoder": [], "crf": [], "rest": []}
+        prefixes = tuple(f"encoder.{p}" for p in self.encoder.pretrained_prefixes())
         for name, p in self.model.named_parameters():
             if p.requires_grad:
-                groups[param_group(name)].append(p)
+                groups[param_group(name, prefixes)].append(p)
         opt = torch.optim.AdamW([{"params": groups["encoder"], "lr": t.encoder_lr},
                                  {"params": groups["crf"], "lr": t.crf_lr}, {"params": groups["rest"], "lr": t.lr}],
                                 weight_decay=t.weight_decay)
