@@ -21,12 +21,14 @@ class PromuTask(nn.Module):
         self.weights = {t: getattr(cfg, t) for t in TERMS}
 
     def param_groups(self, lr: float, encoder_lr: float, weight_decay: float) -> list[dict]:
-        """Pretrained encoders train at `encoder_lr`, everything new at `lr`; no decay on norms and biases."""
+        """Pretrained weights (FusionEncoder.pretrained_prefixes) train at `encoder_lr`, everything new at `lr`; no
+        decay on norms and biases."""
+        prefixes = tuple(f"encoder.{p}" for p in self.encoder.pretrained_prefixes())
         groups: dict[tuple[bool, bool], list] = {}
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            pretrained = name.startswith(("encoder.text.", "encoder.vision."))
+            pretrained = name.startswith(prefixes)
             no_decay = p.ndim < 2 or "norm" in name.lower() or name.endswith("log_inv_tau")
             groups.setdefault((pretrained, no_decay), []).append(p)
         return [{"params": ps, "lr": encoder_lr if pre else lr, "weight_decay": 0.0 if nd else weight_decay}

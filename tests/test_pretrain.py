@@ -33,6 +33,21 @@ def test_losses_finite_without_matched_pairs_or_boxes():
     assert math.isfinite(cir_loss(torch.randn(4, 7), torch.softmax(torch.randn(4, 7), -1)).item())
 
 
+@pytest.mark.parametrize("fusion_init,at_encoder_lr", [("text-upper", True), ("fresh", False)])
+def test_fusion_layers_copied_from_the_text_encoder_train_at_the_encoder_lr(fusion_init, at_encoder_lr):
+    from common.fusion import ModelConfig
+    from pretrain.config import LossConfig
+    from pretrain.task import PromuTask
+
+    task = PromuTask(FusionEncoder(ModelConfig(vision="patch", image_size=32, fusion_layers=1,
+                                               fusion_init=fusion_init)), 5, 3, LossConfig())
+    groups = task.param_groups(lr=3e-4, encoder_lr=3e-5, weight_decay=0.01)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    fusion = next(p for n, p in task.named_parameters() if n.startswith("encoder.fusion.") and p.ndim == 2)
+    assert lr_of[id(fusion)] == (3e-5 if at_encoder_lr else 3e-4)
+    assert lr_of[id(task.encoder.vision_proj.weight)] == 3e-4  # new projections always at the head lr
+
+
 def test_cit_is_symmetric_infonce_over_matched_pairs():
     t, v = torch.eye(3), torch.eye(3)
     match = torch.tensor([1.0, 1.0, 0.0])
