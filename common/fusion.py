@@ -62,7 +62,8 @@ class FusionEncoder(nn.Module):
     def pretrained_prefixes(self) -> tuple[str, ...]:
         """Names (relative to this module) of the parameters that start from pretrained weights and so train at the
         encoder learning rate: the text and vision encoders, and the fusion layers when they are copies of the text
-        encoder's upper layers. Everything else (projections, type and patch embeddings, fresh layers) is new."""
+        encoder's upper layers. The projections, type and patch embeddings and fresh fusion layers train at the head
+        learning rate, also when they come from an export."""
         return ("text.", "vision.") + (("fusion.",) if self.cfg.fusion_init == "text-upper" else ())
 
     @property

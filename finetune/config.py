@@ -43,8 +43,8 @@ class HeadConfig:
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 16
-    lr: float = 3e-4  # heads, fusion and projections
-    encoder_lr: float = 5e-5  # text and vision encoders and the fusion layers
+    lr: float = 3e-4  # heads and projections
+    encoder_lr: float = 1e-4  # text and vision encoders and the fusion layers copied from the text encoder
     crf_lr: float = 5e-3  # CRF start/end/transition scores
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1

@@ -11,10 +11,9 @@ import json
 import statistics
 from pathlib import Path
 
-import yaml
-
-from common.config import flatten
+from common.config import flatten, load_config
 from common.errors import MmieError, cli_main
+from finetune.config import FinetuneConfig
 
 VARIES = ("train.seed", "name")  # left out of the grouping key
 
@@ -23,7 +22,8 @@ def load_run(run: Path) -> tuple[dict, dict]:
     for name in ("config.yaml", "metrics.json"):
         if not (run / name).is_file():
             raise MmieError(f"{run}: no {name} — not a finished fine-tuning run")
-    return flatten(yaml.safe_load((run / "config.yaml").read_text())), json.loads((run / "metrics.json").read_text())
+    cfg = flatten(load_config(FinetuneConfig, run / "config.yaml"))  # checked, with defaults for older runs
+    return cfg, json.loads((run / "metrics.json").read_text())
 
 
 def spread(values: list[float]) -> dict:

@@ -7,8 +7,9 @@ Where entities do not overlap the two kinds of cell never collide and the encodi
 nested entities (2 of its 475 test sentences); there the decoder keeps the higher-scoring span, so the grid
 holds 637 of the 640 test triples.
 
-Head: per channel l in {text, form (part of speech + word shape), position}, X^l_ij = MLP_l([h_i; h_j; h_i - h_j]); P^t = softmax(W_t X^t);
-P^all = softmax(W_a [X^t; X^pos; X^position]); P_final = softmax(P^all + lam * log(P^all / P^t)).
+Head: per channel l in {text, form (part of speech + word shape), position}, X^l_ij = MLP_l([h_i; h_j; h_i - h_j]);
+P^t = softmax(W_t X^t); P^all = softmax(W_a [X^t; X^form; X^position]); P_final = softmax(P^all + lam * log(P^all /
+P^t)).
 """
 from __future__ import annotations
 
