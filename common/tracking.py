@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +51,25 @@ def resolve_tracking_uri(uri: str) -> tuple[str, str | None]:
     return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
 
 
+@contextmanager
+def store_lock(uri: str):
+    """Runs started together on a new SQLite store race to create its tables ("table experiments already exists");
+    an exclusive lock on `<db>.lock` beside the database lets one create them while the others wait."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
@@ -71,8 +91,9 @@ class MlflowLogger(NullLogger):
         tags = dict(tags or {})
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
-        self.client = mlflow.MlflowClient(self.uri)
-        experiment_id = ensure_experiment(self.client, experiment, artifact_root)
+        with store_lock(self.uri):  # the first use of a SQLite store creates its tables
+            self.client = mlflow.MlflowClient(self.uri)
+            experiment_id = ensure_experiment(self.client, experiment, artifact_root)
         self.run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         self.run_id = self.run.info.run_id
 
