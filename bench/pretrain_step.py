@@ -1,6 +1,6 @@
-"""Benchmark: samples/s of one pretraining step (forward, the four losses, backward, AdamW) for the tiny and base
-configs, single process, side by side in one run; bf16 autocast and MFU too when a GPU is present. Last line: one
-JSON object.
+"""Benchmark: samples/s of one pretraining step (forward, the config's loss terms, backward, AdamW) for the tiny and
+base configs, single process, side by side in one run; bf16 autocast and MFU too when a GPU is present. Last line:
+one JSON object.
 
     python bench/pretrain_step.py [--steps 5] [--configs tiny base]
 """
@@ -20,6 +20,7 @@ import common  # noqa: E402,F401
 from common.config import load_config  # noqa: E402
 from common.fusion import FusionEncoder  # noqa: E402
 from pretrain.config import PretrainConfig  # noqa: E402
+from pretrain.masking import mask_tokens  # noqa: E402
 from pretrain.task import PromuTask  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,14 +33,17 @@ def batch_for(cfg: PretrainConfig, enc: FusionEncoder, device, text_len: int = 3
     S = enc.vision.image_size
     g = torch.Generator().manual_seed(0)
     box_mask = torch.rand(B, NB, P, generator=g) < 0.3
+    ids, attn = torch.randint(1000, 5000, (B, text_len), generator=g), torch.ones(B, text_len, dtype=torch.long)
+    match = (torch.rand(B, generator=g) < 0.5).float()
+    tok = enc.tokenizer
+    mlm_ids, mlm_labels = mask_tokens(ids, attn, [str(i) for i in range(B)], (match > 0.5).tolist(),
+                                      cfg.loss.mlm_prob, tok.mask_token_id, len(tok), set(tok.all_special_ids), 0, 0)
     return {k: v.to(device) for k, v in {
-        "image": torch.randn(B, 3, S, S, generator=g),
-        "input_ids": torch.randint(1000, 5000, (B, text_len), generator=g),
-        "attention_mask": torch.ones(B, text_len, dtype=torch.long),
-        "match": (torch.rand(B, generator=g) < 0.5).float(),
+        "image": torch.randn(B, 3, S, S, generator=g), "input_ids": ids, "attention_mask": attn, "match": match,
         "box_mask": box_mask, "box_valid": box_mask.any(-1),
         "ent_target": torch.softmax(torch.randn(B, NB, n_ent, generator=g), -1),
-        "rel_target": torch.softmax(torch.randn(B, n_rel, generator=g), -1)}.items()}
+        "rel_target": torch.softmax(torch.randn(B, n_rel, generator=g), -1),
+        "mlm_input_ids": mlm_ids, "mlm_labels": mlm_labels}.items()}
 
 
 def flops_per_sample(task: PromuTask, text_len: int, patches: int) -> float:

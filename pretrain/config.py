@@ -26,6 +26,9 @@ class LossConfig:
     cit: float = 1.0
     coe: float = 1.0
     cir: float = 1.0
+    mlm: float = 1.0  # image-grounded masked language modelling on matched pairs; not one of PROMU's four terms
+    # (0 gives PROMU's recipe) but it keeps the text states fit for tagging: README, "pretrained init" table
+    mlm_prob: float = 0.15  # share of caption tokens masked (BERT's 80/10/10 recipe)
     tau: float = 0.07  # initial CIT temperature
     learn_tau: bool = True
     proj_dim: int = 256

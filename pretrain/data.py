@@ -5,7 +5,8 @@
 
 A batch: {"image": (B, 3, S, S), "input_ids": (B, T), "attention_mask": (B, T), "match": (B,),
 "box_mask": (B, NB, P) bool patch cells covered by each box, "box_valid": (B, NB), "ent_target": (B, NB, E)
-and "rel_target": (B, R) soft labels (top-k entries renormalised), "keys": [str], "skipped": {reason: n}}.
+and "rel_target": (B, R) soft labels (top-k entries renormalised), "keys": [str], "skipped": {reason: n}}, plus
+"mlm_input_ids" and "mlm_labels" (B, T) when the MLM term is on (pretrain/masking.py).
 Bad samples are skipped and counted (log-and-continue), never fatal.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from common.errors import DataError, MmieError
+from pretrain.masking import mask_tokens
 
 log = logging.getLogger(__name__)
 SKIPPED: Counter = Counter()  # per process (each DataLoader worker has its own); drained into batches
@@ -90,10 +92,12 @@ class Collate:
     """Samples -> one batch dict. Tokenises captions and builds the box masks and dense soft targets."""
 
     def __init__(self, tokenizer, spec: ImageSpec, n_entities: int, n_relations: int, max_boxes: int = 8,
-                 max_length: int = 48):
+                 max_length: int = 48, mlm_prob: float = 0.0, seed: int = 0):
         self.tokenizer, self.spec = tokenizer, spec
         self.n_entities, self.n_relations = n_entities, n_relations
         self.max_boxes, self.max_length = max_boxes, max_length
+        self.mlm_prob, self.seed = mlm_prob, seed
+        self.epoch = -1  # the trainer sets the training epoch before each epoch's loader; -1: evaluation masks
 
     def image_tensor(self, img) -> torch.Tensor:
         import torchvision.transforms.functional as F
@@ -122,11 +126,19 @@ class Collate:
             rel_target[i] = _dense(meta["rel_ids"], meta["rel_probs"], self.n_relations)
         skipped = dict(SKIPPED)
         SKIPPED.clear()
+        match = torch.tensor([s["json"]["match"] for s in samples], dtype=torch.float32)
+        keys = [s["__key__"] for s in samples]
+        mlm = {}
+        if self.mlm_prob > 0:  # only matched pairs: there the image can tell what a masked word was
+            t = self.tokenizer
+            ids, labels = mask_tokens(tok["input_ids"], tok["attention_mask"], keys, (match > 0.5).tolist(),
+                                      self.mlm_prob, t.mask_token_id, len(t), set(t.all_special_ids), self.seed,
+                                      self.epoch)
+            mlm = {"mlm_input_ids": ids, "mlm_labels": labels}
         return {"image": torch.stack([self.image_tensor(s["jpg"]) for s in samples]),
                 "input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"],
-                "match": torch.tensor([s["json"]["match"] for s in samples], dtype=torch.float32),
-                "box_mask": box_mask, "box_valid": box_valid, "ent_target": ent_target, "rel_target": rel_target,
-                "keys": [s["__key__"] for s in samples], "skipped": skipped}
+                "match": match, "box_mask": box_mask, "box_valid": box_valid, "ent_target": ent_target,
+                "rel_target": rel_target, "keys": keys, "skipped": skipped, **mlm}
 
 
 def count_and_continue(exn: Exception) -> bool:

@@ -1,4 +1,5 @@
-"""PROMU's pretraining heads (used only here; fine-tuning starts from the encoder alone)."""
+"""PROMU's pretraining heads, and the optional MLM head (used only here; fine-tuning starts from the encoder
+alone)."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,8 @@ from pretrain.config import LossConfig
 
 
 class PromuHeads(nn.Module):
-    def __init__(self, dim: int, n_entities: int, n_relations: int, cfg: LossConfig):
+    def __init__(self, dim: int, n_entities: int, n_relations: int, cfg: LossConfig,
+                 word_embeddings: torch.Tensor | None = None):
         super().__init__()
         self.itm = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
         self.proj_t = nn.Linear(dim, cfg.proj_dim)
@@ -23,6 +25,24 @@ class PromuHeads(nn.Module):
         else:
             self.register_buffer("log_inv_tau", log_inv_tau)
 
+        self.mlm = MlmHead(dim, word_embeddings) if cfg.mlm > 0 and word_embeddings is not None else None
+
     @property
     def inv_tau(self) -> torch.Tensor:
         return self.log_inv_tau.clamp(max=math.log(100.0)).exp()[0]
+
+
+class MlmHead(nn.Module):
+    """BERT's prediction head: dense + GELU + LayerNorm, then a decoder over the vocabulary that starts as a copy of
+    the text encoder's word embeddings (untied, so ZeRO-3 can partition it like any other weight)."""
+
+    def __init__(self, dim: int, word_embeddings: torch.Tensor):
+        super().__init__()
+        self.transform = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))
+        self.decoder = nn.Linear(dim, word_embeddings.shape[0])
+        with torch.no_grad():
+            self.decoder.weight.copy_(word_embeddings)
+            self.decoder.bias.zero_()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(h))

@@ -1,4 +1,8 @@
-"""The pretraining task: FusionEncoder features -> PROMU heads -> the four losses, lambda-weighted."""
+"""The pretraining task: FusionEncoder features -> PROMU heads -> the four losses, lambda-weighted, plus (unless
+`loss.mlm=0`) an image-grounded MLM term: the masked captions of matched pairs go through the text encoder and the
+fusion layers with their image, and the fused states at the masked positions predict the tokens. PROMU's four
+losses read only [CLS] and patch states; without a token-level term the text states that fine-tuning tags drift
+(README, "pretrained init")."""
 from __future__ import annotations
 
 import torch
@@ -8,17 +12,22 @@ from torch.nn import functional as F
 from common.fusion import FusionEncoder
 from pretrain.config import LossConfig
 from pretrain.heads import PromuHeads
-from pretrain.losses import box_features, cir_loss, cit_loss, coe_loss, itm_loss
+from pretrain.losses import box_features, cir_loss, cit_loss, coe_loss, itm_loss, mlm_loss
+from pretrain.masking import IGNORE
 
-TERMS = ("itm", "cit", "coe", "cir")
+TERMS = ("itm", "cit", "coe", "cir")  # PROMU's four; "mlm" joins them when loss.mlm > 0 (the default)
+COUNTS = ("itm_correct", "pairs", "r1_hits", "matched")
 
 
 class PromuTask(nn.Module):
     def __init__(self, encoder: FusionEncoder, n_entities: int, n_relations: int, cfg: LossConfig):
         super().__init__()
         self.encoder = encoder
-        self.heads = PromuHeads(encoder.dim, n_entities, n_relations, cfg)
-        self.weights = {t: getattr(cfg, t) for t in TERMS}
+        self.heads = PromuHeads(encoder.dim, n_entities, n_relations, cfg,
+                                word_embeddings=encoder.text.model.embeddings.word_embeddings.weight.detach())
+        self.terms = TERMS + (("mlm",) if self.heads.mlm is not None else ())
+        self.counts = COUNTS + (("mlm_correct", "mlm_masked") if self.heads.mlm is not None else ())
+        self.weights = {t: getattr(cfg, t) for t in self.terms}
 
     def param_groups(self, lr: float, encoder_lr: float, weight_decay: float) -> list[dict]:
         """Pretrained weights (FusionEncoder.pretrained_prefixes) train at `encoder_lr`, everything new at `lr`; no
@@ -48,11 +57,31 @@ class PromuTask(nn.Module):
             "coe_loss": coe_loss(ent_logits, batch["ent_target"].to(ent_logits.dtype), batch["box_valid"]),
             "cir_loss": cir_loss(rel_logits, batch["rel_target"].to(rel_logits.dtype)),
         }
-        out["loss"] = sum(self.weights[k] * out[f"{k}_loss"] for k in TERMS)
+        if h.mlm is not None:
+            out.update(self.mlm(batch, f))
+        out["loss"] = sum(self.weights[k] * out[f"{k}_loss"] for k in self.terms)
         with torch.no_grad():
             out.update(retrieval_counts(itm_logits, match, t, v))
             out["tau"] = 1.0 / h.inv_tau.detach()
         return out
+
+    def mlm(self, batch: dict, f: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Second text + fusion pass over the masked captions of the rows that have masks, with their images'
+        features from the first pass. A batch without masks gives a zero that keeps the graph."""
+        labels = batch["mlm_labels"]
+        rows = (labels != IGNORE).any(-1)
+        if not bool(rows.any()):
+            zero = mlm_loss(labels.new_zeros(0, 1).float(), labels.new_zeros(0), self.heads.mlm)
+            return {"mlm_loss": zero, "mlm_correct": zero.detach(), "mlm_masked": zero.detach()}
+        ids, mask, labels = batch["mlm_input_ids"][rows], batch["attention_mask"][rows], labels[rows]
+        text = self.encoder.text(input_ids=ids, attention_mask=mask)["tokens"]
+        fused = self.encoder.fuse(text, mask, f["image_cls"][rows], f["image_patches"][rows])[:, :ids.shape[1]]
+        picked = labels != IGNORE
+        logits = self.heads.mlm(fused[picked])  # (M, V)
+        loss = mlm_loss(logits, labels[picked], self.heads.mlm)
+        with torch.no_grad():
+            correct = (logits.argmax(-1) == labels[picked]).sum().float()
+        return {"mlm_loss": loss, "mlm_correct": correct, "mlm_masked": picked.sum().float()}
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ continues the same stream; the export at the end is consolidated fp32 safetensor
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from common.tracking import make_logger
 from pretrain.config import PretrainConfig
 from pretrain.data import (Collate, EpochStages, ImageSpec, build_pipeline, make_loader, rank_batches,
                            read_shard_dir)
-from pretrain.task import TERMS, PromuTask
+from pretrain.task import PromuTask
 
 ENGINE_ONLY = ("zero_optimization", "bf16", "fp16", "activation_checkpointing", "communication_data_type",
                "zero_allow_untested_optimizer", "flops_profiler", "aio", "data_types")
@@ -119,7 +120,8 @@ class Trainer:
                                                     config=ds)
         self.spec = ImageSpec.of(encoder.vision)
         self.collate = Collate(encoder.tokenizer, self.spec, len(self.vocab["entities"]),
-                               len(self.vocab["relations"]), cfg.data.max_boxes, cfg.data.max_text_len)
+                               len(self.vocab["relations"]), cfg.data.max_boxes, cfg.data.max_text_len,
+                               mlm_prob=cfg.loss.mlm_prob if cfg.loss.mlm > 0 else 0.0, seed=cfg.train.seed)
         self.state = {"step": 0, "samples_seen": 0, "epoch": 0, "batches_in_epoch": 0}
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.skipped: dict[str, int] = {}
@@ -174,22 +176,23 @@ class Trainer:
             return {}
         self.engine.eval()
         stages = EpochStages(self.cfg.train.seed, shuffle_buffer=1)  # fixed order: the same pairs every time
-        pipe = build_pipeline(self.val_shards, self.collate, self.cfg.data.batch_size, stages, split_nodes=False)
+        collate = copy.copy(self.collate)
+        collate.epoch = -1  # the same masks every evaluation
+        pipe = build_pipeline(self.val_shards, collate, self.cfg.data.batch_size, stages, split_nodes=False)
         sums: dict[str, float] = {}
         n_batches = 0
         for i, batch in enumerate(make_loader(pipe)):
             if i >= self.cfg.train.eval_batches:
                 break
             out = self.engine(to_device(batch, self.device, self.dtype))
-            for k in ("itm_correct", "pairs", "r1_hits", "matched") + tuple(f"{t}_loss" for t in TERMS):
+            for k in self.task.counts + tuple(f"{t}_loss" for t in self.task.terms):
                 sums[k] = sums.get(k, 0.0) + out[k].item()
             n_batches += 1
         self.engine.train()
         if not n_batches:
             return {}
-        metrics = {f"val/{t}_loss": sums[f"{t}_loss"] / n_batches for t in TERMS}
-        metrics["val/itm_acc"] = sums["itm_correct"] / max(1.0, sums["pairs"])
-        metrics["val/cit_r1"] = sums["r1_hits"] / max(1.0, sums["matched"])
+        metrics = {f"val/{t}_loss": sums[f"{t}_loss"] / n_batches for t in self.task.terms}
+        metrics.update({f"val/{k}": v for k, v in rates(sums).items()})
         metrics["val/cit_r1_chance"] = n_batches / max(1.0, sums["matched"])  # 1 / matched pairs per batch
         return metrics
 
@@ -209,6 +212,7 @@ class Trainer:
             n_epoch = self.epoch_batches(self.state["epoch"])
             stages = EpochStages(cfg.train.seed, cfg.data.shuffle_buffer)
             stages.epoch, stages.skip_batches = self.state["epoch"], self.state["batches_in_epoch"]
+            self.collate.epoch = self.state["epoch"]  # fresh MLM masks each epoch, the same ones after a resume
             for batch in self.train_loader(stages):
                 if self.state["batches_in_epoch"] >= n_epoch or self.state["step"] >= cfg.train.steps:
                     break
@@ -222,7 +226,7 @@ class Trainer:
                 self.engine.step()
                 self.state["batches_in_epoch"] += 1
                 self.state["samples_seen"] += len(batch["keys"]) * self.world
-                for k in ("loss", "itm_correct", "pairs", "r1_hits", "matched") + tuple(f"{t}_loss" for t in TERMS):
+                for k in ("loss",) + self.task.counts + tuple(f"{t}_loss" for t in self.task.terms):
                     window[k] = window.get(k, 0.0) + out[k].detach().item()
                 window_n += 1
                 if not self.engine.is_gradient_accumulation_boundary():
@@ -234,8 +238,7 @@ class Trainer:
                     dt = time.perf_counter() - window_t
                     metrics = {f"train/{k}": window[k] / window_n for k in window
                                if k.endswith("loss")}
-                    metrics["train/itm_acc"] = window["itm_correct"] / max(1.0, window["pairs"])
-                    metrics["train/cit_r1"] = window["r1_hits"] / max(1.0, window["matched"])
+                    metrics.update({f"train/{k}": v for k, v in rates(window).items()})
                     metrics["train/lr"] = self.engine.get_lr()[0]
                     metrics["train/tau"] = float(out["tau"])
                     metrics["train/samples_per_s"] = window_n * cfg.data.batch_size * self.world / max(dt, 1e-9)
@@ -304,6 +307,15 @@ class Trainer:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         remove_shm_buffers(self.rank)
+
+
+def rates(sums: dict[str, float]) -> dict[str, float]:
+    """Accuracies from summed counts: ITM accuracy, text->image R@1 and (with the MLM term) masked-token accuracy."""
+    out = {"itm_acc": sums["itm_correct"] / max(1.0, sums["pairs"]),
+           "cit_r1": sums["r1_hits"] / max(1.0, sums["matched"])}
+    if "mlm_masked" in sums:
+        out["mlm_acc"] = sums["mlm_correct"] / max(1.0, sums["mlm_masked"])
+    return out
 
 
 def remove_shm_buffers(rank: int) -> None:

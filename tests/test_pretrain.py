@@ -1,4 +1,5 @@
-"""Pretraining: the PROMU losses, the DeepSpeed runner (2 CPU ranks, ZeRO-2), export, MLflow, kill and resume."""
+"""Pretraining: the PROMU losses, the DeepSpeed runner (2 CPU ranks, ZeRO-2, with the MLM term), export, MLflow,
+kill and resume."""
 import json
 import math
 import os
@@ -102,10 +103,10 @@ def test_deepspeed_two_ranks_zero2_export_and_mlflow(tiny_shards, tmp_path):
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["train.steps"] == "6"
     assert run.data.params["world_size"] == "2"
-    for term in ("itm", "cit", "coe", "cir"):
+    for term in ("itm", "cit", "coe", "cir", "mlm"):
         history = client.get_metric_history(run.info.run_id, f"train/{term}_loss")
         assert [m.step for m in history] == [2, 4, 6] and all(math.isfinite(m.value) for m in history)
-    assert "val/itm_acc" in run.data.metrics and "val/cit_r1" in run.data.metrics
+    assert all(f"val/{k}" in run.data.metrics for k in ("itm_acc", "cit_r1", "mlm_acc", "mlm_loss"))
     assert not list(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*_127.0.0.1_*"))
 
 
