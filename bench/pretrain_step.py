@@ -54,8 +54,9 @@ def flops_per_sample(task: PromuTask, text_len: int, patches: int) -> float:
     return 6 * (n_text * text_len + n_fusion * (text_len + 1 + patches) + n_rest)
 
 
-def bench(name: str, steps: int, device, bf16: bool) -> dict:
-    cfg = load_config(PretrainConfig, REPO / "pretrain" / "configs" / f"{name}.yaml")
+def bench(name: str, steps: int, device, bf16: bool, mlm: bool = True) -> dict:
+    cfg = load_config(PretrainConfig, REPO / "pretrain" / "configs" / f"{name}.yaml",
+                      [] if mlm else ["loss.mlm=0"])
     enc = FusionEncoder(cfg.model)
     task = PromuTask(enc, 1000, 216, cfg.loss).to(device)
     opt = torch.optim.AdamW(task.parameters(), lr=1e-4)
@@ -77,9 +78,9 @@ def bench(name: str, steps: int, device, bf16: bool) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / steps
-    r = {"config": name, "batch_size": cfg.data.batch_size, "image_size": cfg.model.image_size,
-         "fusion_layers": cfg.model.fusion_layers, "device": device.type, "bf16": bf16,
-         "step_s": round(dt, 3), "samples_per_s": round(cfg.data.batch_size / dt, 2)}
+    r = {"config": name, "mlm": cfg.loss.mlm > 0, "batch_size": cfg.data.batch_size,
+         "image_size": cfg.model.image_size, "fusion_layers": cfg.model.fusion_layers, "device": device.type,
+         "bf16": bf16, "step_s": round(dt, 3), "samples_per_s": round(cfg.data.batch_size / dt, 2)}
     if device.type == "cuda":
         gpu = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu), None)
@@ -94,17 +95,22 @@ def main() -> None:
     p.add_argument("--configs", nargs="+", default=["tiny", "base"])
     a = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    results = [bench(c, a.steps, device, bf16=False) for c in a.configs]
+    results = [bench(c, a.steps, device, bf16=False, mlm=m) for c in a.configs for m in (True, False)]
     if device.type == "cuda":
         results += [bench(c, a.steps, device, bf16=True) for c in a.configs]
     for r in results:
         print(f"{r['config']:5s} bs {r['batch_size']:3d} {r['image_size']}px {r['fusion_layers']} fusion layers "
-              f"{r['device']}{' bf16' if r['bf16'] else ''}: {r['samples_per_s']} samples/s ({r['step_s']} s/step)"
+              f"{'with' if r['mlm'] else 'without'} MLM {r['device']}{' bf16' if r['bf16'] else ''}: "
+              f"{r['samples_per_s']} samples/s ({r['step_s']} s/step)"
               + (f", MFU {r['mfu']}" if r.get("mfu") is not None else ""))
-    base = {r["config"]: r for r in results if not r["bf16"]}
+    base = {(r["config"], r["mlm"]): r for r in results if not r["bf16"]}
     out = {"results": results}
-    if "tiny" in base and "base" in base:
-        out["tiny_vs_base_samples_per_s"] = round(base["tiny"]["samples_per_s"] / base["base"]["samples_per_s"], 2)
+    if ("tiny", True) in base and ("base", True) in base:
+        out["tiny_vs_base_samples_per_s"] = round(base["tiny", True]["samples_per_s"]
+                                                  / base["base", True]["samples_per_s"], 2)
+    for c in a.configs:  # what the MLM term's second text + fusion pass costs
+        out[f"{c}_without_vs_with_mlm_samples_per_s"] = round(base[c, False]["samples_per_s"]
+                                                              / base[c, True]["samples_per_s"], 2)
     print(json.dumps(out))
 
 

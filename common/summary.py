@@ -48,7 +48,8 @@ def summarise(run: Path) -> list[str]:
         lines.append(f"  pretrain  {pre['steps']} steps x {pre['world_size']} ranks (ZeRO-{pre['zero_stage']}), "
                      f"{pre['samples_per_s']} samples/s; held-out ITM acc {pre.get('val_itm_acc', nan):.3f}, "
                      f"CIT R@1 {pre.get('val_cit_r1', nan):.3f} (chance {pre.get('val_cit_r1_chance', nan):.3f})"
-                     f" -> {run / 'pretrain' / 'export'}")
+                     + (f", MLM acc {pre['val_mlm_acc']:.3f}" if "val_mlm_acc" in pre else "")
+                     + f" -> {run / 'pretrain' / 'export'}")
     runs = sorted((run / "finetune").glob("*/metrics.json")) if (run / "finetune").is_dir() else []
     if runs:
         lines.append(f"  finetune  {'run':<22}{'task':<7}{'init':<12}{'image':<7}{'dev F1':>8}{'test F1':>9}"
