@@ -59,12 +59,13 @@ class FusionEncoder(nn.Module):
             for layer in self.fusion:
                 layer.apply(self.text.model._init_weights)
 
-    def pretrained_prefixes(self) -> tuple[str, ...]:
-        """Names (relative to this module) of the parameters that start from pretrained weights and so train at the
-        encoder learning rate: the text and vision encoders, and the fusion layers when they are copies of the text
-        encoder's upper layers. The projections, type and patch embeddings and fresh fusion layers train at the head
-        learning rate, also when they come from an export."""
-        return ("text.", "vision.") + (("fusion.",) if self.cfg.fusion_init == "text-upper" else ())
+    def pretrained_prefixes(self, under: str = "") -> tuple[str, ...]:
+        """Name prefixes of the parameters that start from pretrained weights and so train at the encoder learning
+        rate: the text and vision encoders, and the fusion layers when they are copies of the text encoder's upper
+        layers; `under` is this module's name in its parent (e.g. "encoder."). The projections, type and patch
+        embeddings and fresh fusion layers train at the head learning rate, also when they come from an export."""
+        names = ("text.", "vision.") + (("fusion.",) if self.cfg.fusion_init == "text-upper" else ())
+        return tuple(under + n for n in names)
 
     @property
     def tokenizer(self):

@@ -126,7 +126,7 @@ class FinetuneTrainer:
     def optimizer(self, total_steps: int):
         t = self.cfg.train
         groups: dict[str, list] = {"encoder": [], "crf": [], "rest": []}
-        prefixes = tuple(f"encoder.{p}" for p in self.encoder.pretrained_prefixes())
+        prefixes = self.encoder.pretrained_prefixes(under="encoder.")
         for name, p in self.model.named_parameters():
             if p.requires_grad:
                 groups[param_group(name, prefixes)].append(p)

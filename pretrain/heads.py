@@ -12,7 +12,7 @@ from pretrain.config import LossConfig
 
 class PromuHeads(nn.Module):
     def __init__(self, dim: int, n_entities: int, n_relations: int, cfg: LossConfig,
-                 word_embeddings: torch.Tensor | None = None):
+                 word_embeddings: torch.Tensor):
         super().__init__()
         self.itm = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
         self.proj_t = nn.Linear(dim, cfg.proj_dim)
@@ -25,7 +25,7 @@ class PromuHeads(nn.Module):
         else:
             self.register_buffer("log_inv_tau", log_inv_tau)
 
-        self.mlm = MlmHead(dim, word_embeddings) if cfg.mlm > 0 and word_embeddings is not None else None
+        self.mlm = MlmHead(dim, word_embeddings) if cfg.mlm > 0 else None  # word_embeddings: (V, dim)
 
     @property
     def inv_tau(self) -> torch.Tensor:

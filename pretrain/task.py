@@ -24,7 +24,7 @@ class PromuTask(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.heads = PromuHeads(encoder.dim, n_entities, n_relations, cfg,
-                                word_embeddings=encoder.text.model.embeddings.word_embeddings.weight.detach())
+                                encoder.text.model.get_input_embeddings().weight.detach())
         self.terms = TERMS + (("mlm",) if self.heads.mlm is not None else ())
         self.counts = COUNTS + (("mlm_correct", "mlm_masked") if self.heads.mlm is not None else ())
         self.weights = {t: getattr(cfg, t) for t in self.terms}
@@ -32,7 +32,7 @@ class PromuTask(nn.Module):
     def param_groups(self, lr: float, encoder_lr: float, weight_decay: float) -> list[dict]:
         """Pretrained weights (FusionEncoder.pretrained_prefixes) train at `encoder_lr`, everything new at `lr`; no
         decay on norms and biases."""
-        prefixes = tuple(f"encoder.{p}" for p in self.encoder.pretrained_prefixes())
+        prefixes = self.encoder.pretrained_prefixes(under="encoder.")
         groups: dict[tuple[bool, bool], list] = {}
         for name, p in self.named_parameters():
             if not p.requires_grad:
@@ -70,15 +70,15 @@ class PromuTask(nn.Module):
         features from the first pass. A batch without masks gives a zero that keeps the graph."""
         labels = batch["mlm_labels"]
         rows = (labels != IGNORE).any(-1)
-        if not bool(rows.any()):
-            zero = mlm_loss(labels.new_zeros(0, 1).float(), labels.new_zeros(0), self.heads.mlm)
+        if not bool(rows.any()):  # every rank must still reduce the head's (zero) gradients
+            zero = sum(p.sum() for p in self.heads.mlm.parameters()) * 0.0
             return {"mlm_loss": zero, "mlm_correct": zero.detach(), "mlm_masked": zero.detach()}
         ids, mask, labels = batch["mlm_input_ids"][rows], batch["attention_mask"][rows], labels[rows]
         text = self.encoder.text(input_ids=ids, attention_mask=mask)["tokens"]
         fused = self.encoder.fuse(text, mask, f["image_cls"][rows], f["image_patches"][rows])[:, :ids.shape[1]]
         picked = labels != IGNORE
         logits = self.heads.mlm(fused[picked])  # (M, V)
-        loss = mlm_loss(logits, labels[picked], self.heads.mlm)
+        loss = mlm_loss(logits, labels[picked])
         with torch.no_grad():
             correct = (logits.argmax(-1) == labels[picked]).sum().float()
         return {"mlm_loss": loss, "mlm_correct": correct, "mlm_masked": picked.sum().float()}
