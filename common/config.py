@@ -2,6 +2,9 @@
 
     cfg = load_config(PretrainConfig, "pretrain/configs/tiny.yaml", ["train.lr=3e-4", "model.text=minilm-l6"])
 
+A file may start from another: `base: default.yaml` (relative to the file) takes that file's settings and
+overrides them section by section.
+
 Rules (each violation is a one-line `ConfigError` naming the key and the file):
 - every key in the YAML and in an override must be a field of the dataclass (no silent typos);
 - override values are parsed as Python literals (`3e-4`, `true`, `[1, 2]`, `'x'`), falling back to the raw string;
@@ -141,25 +144,42 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A config file as a mapping. `base: other.yaml` (relative to the file) names a file whose settings this one
+    overrides, section by section; chains are followed, cycles are an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (the base of {_seen[-1]})" if _seen else ""))
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: base files form a cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a file name, got {base!r}")
+    return _merge(read_yaml(path.parent / base, (*_seen, path.resolve())), data)
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Read YAML `path` (optional), apply dotted `overrides`, and build a checked `cls`."""
-    data: dict = {}
-    source = ""
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    """Read YAML `path` (optional; with its `base:` chain), apply dotted `overrides`, and build a checked `cls`."""
+    data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
-    return from_dict(cls, data, source)
+    return from_dict(cls, data, str(path) if path is not None else "")
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:

@@ -72,7 +72,10 @@ class FusionEncoder(nn.Module):
         return self.text.tokenizer
 
     def encode_image(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.vision(image)
+        return self.project_image(self.vision(image))
+
+    def project_image(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The vision encoder's {"patches": (B, P, Dv), "pooled": (B, Dv)} -> the text width D."""
         return {"patches": self.vision_proj(out["patches"]),  # (B, P, D)
                 "cls": self.vision_cls_proj(out["pooled"])}  # (B, D)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,7 +84,8 @@ def ensure_experiment(client, name: str, artifact_root: str | None) -> str:
 
 class MlflowLogger(NullLogger):
     def __init__(self, run_name: str, tracking_uri: str, experiment: str, tags: dict | None = None,
-                 parent_run_id: str | None = None):
+                 parent_run_id: str | None = None, run_id: str | None = None):
+        """A new run, or (run_id) the existing run reopened, e.g. by a resumed training."""
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         import mlflow
 
@@ -94,7 +96,17 @@ class MlflowLogger(NullLogger):
         with store_lock(self.uri):  # the first use of a SQLite store creates its tables
             self.client = mlflow.MlflowClient(self.uri)
             experiment_id = ensure_experiment(self.client, experiment, artifact_root)
-        self.run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
+        self.run = None
+        if run_id:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self.client.update_run(run_id, status="RUNNING")
+                self.run = self.client.get_run(run_id)
+            except MlflowException:  # a different store: log to a new run there
+                print(f"MLflow run {run_id} is not in {self.uri}; logging to a new run", file=sys.stderr)
+        if self.run is None:
+            self.run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
         self.run_id = self.run.info.run_id
 
     def log_params(self, params):
@@ -153,13 +165,13 @@ class MultiLogger(NullLogger):
 
 def make_logger(run_name: str, params: dict[str, Any], tracking_uri: str | None, experiment: str, rank: int = 0,
                 stdout_every: int = 1, tags: dict | None = None, parent_run_id: str | None = None,
-                write=print) -> MultiLogger:
+                write=print, run_id: str | None = None) -> MultiLogger:
     """Rank 0: stdout + MLflow (unless tracking_uri is "none"); other ranks: nothing."""
     if rank != 0:
         return MultiLogger()
     loggers: list = [StdoutLogger(stdout_every, write)]
     if tracking_uri and tracking_uri != "none":
-        loggers.append(MlflowLogger(run_name, tracking_uri, experiment, tags, parent_run_id))
+        loggers.append(MlflowLogger(run_name, tracking_uri, experiment, tags, parent_run_id, run_id))
     logger = MultiLogger(*loggers)
     logger.log_params(params)
     return logger

@@ -1,5 +1,6 @@
 """Examples -> model inputs, once per split: words (MRE adds entity markers), sub-word ids of [text; context],
-first-sub-token positions, POS ids, labels, and the image of each post (decoded once, shared by name)."""
+first-sub-token positions, POS ids, labels, and the image of each post (decoded once, shared by name; every
+missing picture is the one tensor stored under images.STAND_IN, flagged per batch as "stand_in")."""
 from __future__ import annotations
 
 import random
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from finetune.examples import ENTITY_TYPES, MARKERS, Example
+from finetune.images import STAND_IN
 from finetune.pos import POS_INDEX
 from finetune.readers import MNRE_RELATIONS
 from finetune.shape import shape_ids
@@ -116,13 +118,15 @@ def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int,
         shape[i, :w] = torch.tensor(f.shape[:w])
     slots: dict[int, int] = {}  # id of an image tensor -> its row; every missing picture shares one tensor,
     pictures: list[torch.Tensor] = []  # so the vision encoder sees each distinct picture once per batch
+    stand_in = images.get(STAND_IN)
     for name in sorted({f.image for f in feats}):
         if id(images[name]) not in slots:
             slots[id(images[name])] = len(pictures)
             pictures.append(images[name])
     batch = {"input_ids": input_ids, "attention_mask": attn, "text_mask": text_mask, "ctx_mask": ctx_mask,
              "word_index": word_index, "word_mask": word_mask, "pos": pos, "shape": shape,
-             "images": torch.stack(pictures), "image_index": torch.tensor([slots[id(images[f.image])] for f in feats])}
+             "images": torch.stack(pictures), "stand_in": torch.tensor([p is stand_in for p in pictures]),
+             "image_index": torch.tensor([slots[id(images[f.image])] for f in feats])}
     if task == "mner":
         tags = torch.zeros(N, W, dtype=torch.long)
         for i, f in enumerate(feats):
@@ -141,8 +145,39 @@ def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int,
     return batch
 
 
-def batches(n: int, batch_size: int, shuffle: bool, seed: int) -> list[list[int]]:
-    order = list(range(n))
-    if shuffle:
-        random.Random(seed).shuffle(order)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+def batches(lengths: list[int], batch_size: int, shuffle: bool, seed: int, pool: int = 0) -> list[list[int]]:
+    """Index batches over examples of the given lengths (sub-tokens). Evaluation (shuffle False): sorted by length,
+    longest first, so a batch pads little (callers restore the order). Training: a seeded shuffle; with pool > 0,
+    each run of pool x batch_size shuffled examples is sorted by length and cut into batches, and the batches are
+    shuffled again — length-bucketed batches that still differ every epoch."""
+    order = list(range(len(lengths)))
+    if not shuffle:
+        order.sort(key=lambda i: -lengths[i])
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng = random.Random(seed)
+    rng.shuffle(order)
+    if pool <= 0:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    out = []
+    for start in range(0, len(order), pool * batch_size):
+        chunk = sorted(order[start:start + pool * batch_size], key=lambda i: lengths[i])
+        out.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(out)
+    return out
+
+
+def predict_features(model, feats: list[Features], images: dict[str, torch.Tensor], pad_id: int, task: str,
+                     batch_size: int, desc: str | None = None) -> list:
+    """model.predict over length-sorted batches, without gradient; predictions back in the order of `feats`."""
+    from tqdm import tqdm
+
+    was_training = model.training
+    model.eval()
+    preds: list = [None] * len(feats)
+    with torch.no_grad():
+        for idx in tqdm(batches([len(f.input_ids) for f in feats], batch_size, False, 0), desc=desc, leave=False,
+                        disable=desc is None):
+            for i, p in zip(idx, model.predict(collate([feats[i] for i in idx], images, pad_id, task))):
+                preds[i] = p
+    model.train(was_training)
+    return preds

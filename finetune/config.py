@@ -1,8 +1,11 @@
 """Fine-tuning config: YAML in finetune/configs/ + dotted overrides; the CLI flags (--task, --data, --init, ...)
-are shorthands for the fields of the same names."""
+are shorthands for the fields of the same names. configs/default.yaml holds what every task shares; configs/<task>.yaml
+starts from it (`base: default.yaml`) and sets what suits the task (epochs, patience), and is what `--task` picks
+when no `--config` is given."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from common.fusion import ModelConfig
@@ -52,6 +55,9 @@ class TrainConfig:
     patience: int = 3  # epochs without a better dev F1 before stopping
     seed: int = 0
     eval_batch_size: int = 64
+    bucket_pool: int = 50  # sort each run of this many shuffled batches by length (less padding); 0 = plain shuffle
+    threads: int = 0  # torch threads; 0 = torch's default (every core)
+    keep_checkpoints: bool = False  # keep <run>/checkpoints/ after a run finishes (--resume needs them until then)
 
 
 @dataclass
@@ -65,3 +71,12 @@ class FinetuneConfig:
     align: AlignConfig = field(default_factory=AlignConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+
+
+def task_config_path(task: str | None) -> Path:
+    """configs/<task>.yaml for a known task, else configs/default.yaml."""
+    path = CONFIG_DIR / f"{task}.yaml"
+    return path if task and path.is_file() else CONFIG_DIR / "default.yaml"

@@ -34,13 +34,18 @@ class AdaptiveFusion(nn.Module):
         mixed = att @ ctx  # (N, Lc, D)
         return (mixed * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
 
+    def gate(self, linear: nn.Linear, x: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        """tanh(W [x; B] + b) for x (N, T, D) and one B (N, D) per post: with W = [W_x | W_B], the B half is
+        projected once per post instead of once per token (the same function as concatenating)."""
+        w_x, w_b = linear.weight.split(self.dim, dim=1)
+        return torch.tanh(x @ w_x.T + (B @ w_b.T + linear.bias)[:, None])  # (N, T, D)
+
     def forward(self, text: torch.Tensor, image: torch.Tensor, ctx: torch.Tensor,
                 ctx_mask: torch.Tensor) -> torch.Tensor:
         B = self.bridge(ctx, ctx_mask)  # (N, D)
         q, k, v = self.q(text), self.k(image), self.v(image)  # (N, T, D), (N, P, D), (N, P, D)
-        Bq, Bk = B[:, None].expand_as(q), B[:, None].expand_as(k)
-        g_q = torch.tanh(self.gate_q(torch.cat([q, Bq], -1)))
-        g_k = torch.tanh(self.gate_k(torch.cat([k, Bk], -1)))
+        g_q, g_k = self.gate(self.gate_q, q, B), self.gate(self.gate_k, k, B)
+        Bq, Bk = B[:, None], B[:, None]  # (N, 1, D), broadcast over tokens
         q = g_q * q + (1 - g_q) * Bq
         k = g_k * k + (1 - g_k) * Bk
         out, _ = self.attn(q, k, v, need_weights=False)  # (N, T, D)

@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 DEFAULT_IMAGE_SIZE = 224
+STAND_IN = "\x00stand-in"  # the default picture's key in a name -> tensor map (never a file name)
 
 
 def default_image(size: int = DEFAULT_IMAGE_SIZE) -> Image.Image:

@@ -27,6 +27,7 @@ class Extractor(nn.Module):
         self.encoder, self.cfg, self.classes, self.task = encoder, cfg, classes, cfg.task
         D, h, a = encoder.dim, cfg.head, cfg.align
         self.fusion = AdaptiveFusion(D, dropout=h.dropout)
+        self._stand_in: tuple | None = None  # (picture shape + vision versions, stand-in vision features)
         self.align_t, self.align_c, self.align_v = (nn.Linear(D, a.proj_dim) for _ in range(3))
         self.dropout = nn.Dropout(h.dropout)
         # a word's form: its part of speech plus (head.word_shape) its casing/shape, summed in one embedding space
@@ -41,10 +42,41 @@ class Extractor(nn.Module):
             self.pair = WordPairHead(D, len(classes), h.pos_dim, h.position_dim, hidden=h.hidden,
                                      lam=h.lam, dropout=h.dropout)
 
+    def stand_in_vision(self, picture: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The vision encoder's features of the stand-in picture (1, 3, S, S): a constant input, so they are computed
+        without gradient, in eval mode (batch-norm running statistics; a lone grey picture's batch statistics would
+        also drift them), and reused until the vision weights or buffers change (their version counters move when
+        an optimizer step or a state-dict load writes them)."""
+        vision = self.encoder.vision
+        key = (tuple(picture.shape), *(t._version for t in (*vision.parameters(), *vision.buffers())))
+        if self._stand_in is None or self._stand_in[0] != key:
+            was_training = vision.training
+            vision.eval()
+            with torch.no_grad():
+                out = vision(picture)
+            vision.train(was_training)
+            self._stand_in = (key, out)
+        return self._stand_in[1]
+
+    def encode_images(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The batch's distinct pictures (I, 3, S, S) -> {"cls": (I, D), "patches": (I, P, D)}. Real pictures go
+        through the vision encoder (with gradient); the stand-in for missing ones reuses stand_in_vision, so a
+        dataset without images costs no vision forward or backward per step. The projections train either way."""
+        enc, images, stand_in = self.encoder, batch["images"], batch["stand_in"]
+        if not bool(stand_in.any()):
+            return enc.encode_image(images)
+        fixed = self.stand_in_vision(images[stand_in][:1])  # {"patches": (1, P, Dv), "pooled": (1, Dv)}
+        out = {k: v.expand(images.shape[0], *v.shape[1:]) for k, v in fixed.items()}
+        real = (~stand_in).nonzero().squeeze(1)
+        if real.numel():
+            seen = enc.vision(images[real])
+            out = {k: v.index_copy(0, real, seen[k].to(v.dtype)) for k, v in out.items()}
+        return enc.project_image(out)
+
     def features(self, batch: dict) -> dict[str, torch.Tensor]:
         enc = self.encoder
         H = enc.text(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])["tokens"]  # (N, L, D)
-        img = enc.encode_image(batch["images"])  # per distinct image
+        img = self.encode_images(batch)  # per distinct picture
         v_cls = img["cls"][batch["image_index"]]  # (N, D)
         v_patches = img["patches"][batch["image_index"]]  # (N, P, D)
         E = enc.fuse(H, batch["attention_mask"], v_cls, v_patches)  # (N, L + 1 + P, D)
@@ -65,19 +97,18 @@ class Extractor(nn.Module):
         positions = torch.arange(W, device=words.device).clamp(max=255)[None].expand(words.shape[0], -1)
         return self.emit(torch.cat([words, self.form(batch), self.position_emb(positions)], -1))
 
-    def losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        f = self.features(batch)
+    def main_loss(self, f: dict, batch: dict) -> torch.Tensor:
+        """The task's own loss: CRF NLL (MNER) or the word-pair NLL of the marked cell (MRE) or the grid (MJERE)."""
+        if self.task == "mner":
+            return self.crf.nll(self.emissions(f["words"], batch), batch["tags"], batch["word_mask"])
+        if self.task == "mre":  # one cell per post: the marked (head, tail) pair
+            return grid_loss(self.pair(f["words"], self.form(batch), batch["pair"]), batch["relation"])
+        return grid_loss(self.pair(f["words"], self.form(batch)), batch["grid"])
+
+    def align_losses(self, f: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Shap-CA's alignment (context <-> text, context <-> image) and MGIPS-CL's implicit positives."""
         a = self.cfg.align
         out: dict[str, torch.Tensor] = {}
-        if self.task == "mner":
-            out["main_loss"] = self.crf.nll(self.emissions(f["words"], batch), batch["tags"], batch["word_mask"])
-        else:
-            if self.task == "mre":  # one cell per post: the marked (head, tail) pair
-                pair_out = self.pair(f["words"], self.form(batch), batch["pair"])
-                labels = batch["relation"]
-            else:
-                pair_out, labels = self.pair(f["words"], self.form(batch)), batch["grid"]
-            out["main_loss"] = grid_loss(pair_out, labels)
         t, c, v = self.align_t(f["x_t"]), self.align_c(f["x_c"]), self.align_v(f["x_v"])
         ctx = f["has_ctx"]
         if a.method == "shapley" and int(ctx.sum()) >= 2:
@@ -89,6 +120,12 @@ class Extractor(nn.Module):
         else:
             out["semantic_loss"] = out["modality_loss"] = (c.sum() + t.sum() + v.sum()) * 0.0
         out["ips_loss"] = implicit_positive_contrastive(t, v, a.k, a.tau)
+        return out
+
+    def losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        f = self.features(batch)
+        a = self.cfg.align
+        out = {"main_loss": self.main_loss(f, batch), **self.align_losses(f, generator)}
         out["loss"] = (out["main_loss"] + a.alpha * out["semantic_loss"] + a.beta * out["modality_loss"]
                        + a.ips_weight * out["ips_loss"])
         return out

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from common.errors import DataError, MmieError, cli_main
-from finetune.batches import build_features, collate, batches
+from finetune.batches import build_features, predict_features
 from finetune.context import build_context
 from finetune.examples import NONE_RELATION, Example, Span, Triple
-from finetune.images import ImageStore, default_image
+from finetune.images import STAND_IN, ImageStore, default_image
 from finetune.pos import PosTagger
 from finetune.readers import tags_to_spans
 
@@ -51,18 +51,16 @@ def predict_posts(model, cfg, posts: list[dict], image_root: Path | None) -> lis
     store = ImageStore(image_root or Path("/"))  # absolute image paths work with root "/"
     spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
     contexts = build_context(spec).describe([ex.image for ex in examples], store)
-    images = {"": model.encoder.vision.preprocess(default_image())}
+    images = {STAND_IN: model.encoder.vision.preprocess(default_image())}
     for ex in examples:
         if ex.image not in images:
             img, status = store.open(ex.image)
-            images[ex.image] = model.encoder.vision.preprocess(img) if status == "ok" else images[""]
+            images[ex.image] = model.encoder.vision.preprocess(img) if status == "ok" else images[STAND_IN]
     pos = PosTagger().tag([ex.tokens for ex in examples])
     feats, _ = build_features(cfg.task, examples, model.encoder.tokenizer, pos, contexts, cfg.data.max_length,
                               model.classes)
-    preds = []
-    for idx in batches(len(feats), 32, False, 0):
-        preds.extend(model.predict(collate([feats[i] for i in idx], images, model.encoder.tokenizer.pad_token_id,
-                                           cfg.task)))
+    preds = predict_features(model, feats, images, model.encoder.tokenizer.pad_token_id, cfg.task,
+                             cfg.train.eval_batch_size)
     out = []
     for ex, p, ctx in zip(examples, preds, contexts):
         row = {"tokens": ex.tokens, "image": ex.image, "context": ctx, "entities": [], "relations": []}

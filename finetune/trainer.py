@@ -1,9 +1,11 @@
 """Fine-tuning: train on train, select on dev (early stopping on F1), evaluate the best model once on test, and
-write the run directory (config.yaml, metrics.json, predictions.jsonl, reports and plots, model/) and MLflow."""
+write the run directory (config.yaml, metrics.json, predictions.jsonl, reports and plots, model/) and MLflow.
+After every epoch a checkpoint (finetune/checkpoint.py) lets `--resume` continue a killed run exactly."""
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,20 +16,24 @@ from tqdm import tqdm
 from common.config import flatten, save_config
 from common.errors import DataError, MmieError
 from common.fusion import FusionEncoder
+from common.optim import adamw, warmup_cosine
 from common.tracking import make_logger
-from finetune.batches import batches, build_features, collate, task_classes
+from finetune import checkpoint
+from finetune.batches import batches, build_features, collate, predict_features, task_classes
 from finetune.config import FinetuneConfig
 from finetune.context import build_context
 from finetune.examples import Split
-from finetune.images import ImageStore, default_image, resolve_image_root
+from finetune.images import STAND_IN, ImageStore, default_image, resolve_image_root
 from finetune.metrics import joint_scores, ner_scores, re_scores
 from finetune.model import Extractor
 from finetune.pos import PosTagger
 from finetune.readers import read_task
 from finetune.report import write_report
 
-DEFAULT_IMAGE = "\x00default"
 LOSS_TERMS = ("main_loss", "semantic_loss", "modality_loss", "ips_loss", "loss")
+STAND_IN_NOTE = ("a missing or unreadable picture is one grey stand-in; its vision features are computed once, "
+                 "without gradient, and reused while the vision weights are unchanged; real pictures go through the "
+                 "vision encoder every step")
 
 
 def load_encoder(cfg: FinetuneConfig) -> FusionEncoder:
@@ -48,9 +54,10 @@ class SplitData:
     """A split ready for the model: examples, features, images (decoded once), and what was missing."""
 
     def __init__(self, split: Split, feats, images: dict[str, torch.Tensor], image_counts: dict, context_counts: dict,
-                 truncation: dict):
+                 truncation: dict, image_handling: dict):
         self.split, self.feats, self.images = split, feats, images
         self.image_counts, self.context_counts, self.truncation = image_counts, context_counts, truncation
+        self.image_handling = image_handling
 
 
 def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, classes: list[str],
@@ -61,17 +68,20 @@ def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, cla
     context_spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
     ctx_source = build_context(context_spec)
     contexts = ctx_source.describe(names, store)
-    images: dict[str, torch.Tensor] = {DEFAULT_IMAGE: encoder.vision.preprocess(default_image())}
+    images: dict[str, torch.Tensor] = {STAND_IN: encoder.vision.preprocess(default_image())}
     for ex in examples:
         if ex.image in images:
             continue
         img, status = store.open(ex.image)
-        images[ex.image] = images[DEFAULT_IMAGE] if status != "ok" else encoder.vision.preprocess(img)
+        images[ex.image] = images[STAND_IN] if status != "ok" else encoder.vision.preprocess(img)
     pos = pos_tagger.tag([ex.tokens for ex in examples])
     feats, truncation = build_features(cfg.task, examples, encoder.tokenizer, pos, contexts, cfg.data.max_length,
                                        classes)
     counts = store.report() if cfg.data.image == "on" else {"disabled": len(examples)}
-    return SplitData(split, feats, images, counts, ctx_source.report(), truncation)
+    stand_in = sum(images[ex.image] is images[STAND_IN] for ex in examples)
+    handling = {"posts_with_picture": len(examples) - stand_in, "posts_with_stand_in": stand_in,
+                "distinct_pictures": len({id(images[ex.image]) for ex in examples} - {id(images[STAND_IN])})}
+    return SplitData(split, feats, images, counts, ctx_source.report(), truncation, handling)
 
 
 def score(task: str, data: SplitData, preds: list) -> dict:
@@ -95,8 +105,16 @@ def _jsonable(p):
 
 class FinetuneTrainer:
     def __init__(self, cfg: FinetuneConfig, run_dir: Path, tracking_uri: str | None, parent_run_id: str | None = None,
-                 report_fn=None, quiet: bool = False):
+                 report_fn=None, quiet: bool = False, resume: bool = False):
         self.cfg, self.run_dir, self.report_fn, self.quiet = cfg, Path(run_dir), report_fn, quiet
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        if resume and (self.run_dir / "metrics.json").is_file() and not self.ckpt_dir.is_dir():
+            raise MmieError(f"--resume: {self.run_dir} has finished (metrics.json is there); nothing to continue")
+        self.resumed = checkpoint.load_latest(self.ckpt_dir) if resume else None
+        if not resume:
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # a fresh run never mixes with an older one's state
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
         data_dir = Path(cfg.data.dir)
         self.splits = read_task(cfg.task, data_dir)
@@ -118,7 +136,8 @@ class FinetuneTrainer:
         params = flatten(cfg) | {"n_train": len(self.splits["train"]), "n_dev": len(self.splits["dev"]),
                                  "n_test": len(self.splits["test"])}
         self.logger = make_logger(self.run_dir.name, params, tracking_uri, cfg.experiment, tags={"task": cfg.task},
-                                  parent_run_id=parent_run_id, write=tqdm.write if not quiet else (lambda s: None))
+                                  parent_run_id=parent_run_id, write=tqdm.write if not quiet else (lambda s: None),
+                                  run_id=self.resumed["mlflow_run_id"] if self.resumed else None)
 
     def _batch(self, data: SplitData, idx: list[int]) -> dict:
         return collate([data.feats[i] for i in idx], data.images, self.pad_id, self.cfg.task)
@@ -130,57 +149,70 @@ class FinetuneTrainer:
         for name, p in self.model.named_parameters():
             if p.requires_grad:
                 groups[param_group(name, prefixes)].append(p)
-        opt = torch.optim.AdamW([{"params": groups["encoder"], "lr": t.encoder_lr},
-                                 {"params": groups["crf"], "lr": t.crf_lr}, {"params": groups["rest"], "lr": t.lr}],
-                                weight_decay=t.weight_decay)
-        warmup = int(total_steps * t.warmup_ratio)
-
-        def factor(step):
-            if step < warmup:
-                return (step + 1) / max(1, warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
-
+        opt = adamw([{"params": groups["encoder"], "lr": t.encoder_lr}, {"params": groups["crf"], "lr": t.crf_lr},
+                     {"params": groups["rest"], "lr": t.lr}], lr=t.lr, weight_decay=t.weight_decay)
+        factor = warmup_cosine(int(total_steps * t.warmup_ratio), total_steps)
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
-    @torch.no_grad()
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The training batches of an epoch: a function of (seed, epoch) only, so a resumed run sees the same."""
+        t = self.cfg.train
+        return batches([len(f.input_ids) for f in self.data["train"].feats], t.batch_size, True,
+                       t.seed * 1000 + epoch, pool=t.bucket_pool)
+
+    def train_step(self, batch: dict, opt, sched, gen: torch.Generator) -> dict[str, float]:
+        """One optimizer step; the loss terms as floats (a non-finite loss skips the update)."""
+        out = self.model.losses(batch, gen)
+        terms = {k: float(v.detach()) for k, v in out.items()}
+        if not math.isfinite(terms["loss"]):
+            return terms
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip)
+        opt.step()
+        sched.step()
+        return terms
+
     def predict_split(self, name: str) -> list:
-        self.model.eval()
         data = self.data[name]
-        preds = []
-        for idx in tqdm(batches(len(data.feats), self.cfg.train.eval_batch_size, False, 0), desc=f"eval {name}",
-                        leave=False, disable=self.quiet):
-            preds.extend(self.model.predict(self._batch(data, idx)))
-        self.model.train()
-        return preds
+        return predict_features(self.model, data.feats, data.images, self.pad_id, self.cfg.task,
+                                self.cfg.train.eval_batch_size, None if self.quiet else f"eval {name}")
 
     def fit(self) -> dict:
         cfg, t = self.cfg, self.cfg.train
         t0 = time.perf_counter()
         train = self.data["train"]
-        steps_per_epoch = math.ceil(len(train.feats) / t.batch_size)
+        steps_per_epoch = len(self.epoch_batches(1))
         opt, sched = self.optimizer(steps_per_epoch * t.epochs)
         gen = torch.Generator().manual_seed(t.seed)
-        best_f1, best_state, best_epoch, best_dev, bad_epochs = -1.0, None, 0, {}, 0
-        history = []
-        epoch = 0
-        for epoch in range(1, t.epochs + 1):
+        best = {"f1": -1.0, "epoch": 0, "dev": {}, "bad_epochs": 0}
+        history, start, wall_before, resumed_at = [], 1, 0.0, []
+        if self.resumed is not None:
+            r = self.resumed
+            self.model.load_state_dict(r["model"])
+            opt.load_state_dict(r["optimizer"])
+            sched.load_state_dict(r["scheduler"])
+            torch.set_rng_state(r["rng"])
+            gen.set_state(r["generator"])
+            best, history, start = r["best"], r["history"], r["epoch"] + 1
+            wall_before, resumed_at = r["wall_s"], r["resumed_at"] + [r["epoch"]]
+            if not self.quiet:
+                tqdm.write(f"resuming {self.run_dir} after epoch {r['epoch']} (best dev F1 {100 * best['f1']:.2f} at "
+                           f"epoch {best['epoch']})")
+        done = start - 1
+        for epoch in range(start, t.epochs + 1):
+            if best["bad_epochs"] >= t.patience:  # early stopping (also when a resumed run had already reached it)
+                break
             self.model.train()
             sums = {k: 0.0 for k in LOSS_TERMS}
-            bar = tqdm(batches(len(train.feats), t.batch_size, True, t.seed * 1000 + epoch), desc=f"epoch {epoch}",
-                       leave=False, disable=self.quiet)
+            bar = tqdm(self.epoch_batches(epoch), desc=f"epoch {epoch}", leave=False, disable=self.quiet)
             for idx in bar:
-                out = self.model.losses(self._batch(train, idx), gen)
-                if not torch.isfinite(out["loss"]):
-                    terms = {k: round(float(v), 4) for k, v in out.items()}
-                    raise MmieError(f"epoch {epoch}: the loss is not finite ({terms})")
-                opt.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip)
-                opt.step()
-                sched.step()
+                losses = self.train_step(self._batch(train, idx), opt, sched, gen)
+                if not math.isfinite(losses["loss"]):
+                    raise MmieError(f"epoch {epoch}: the loss is not finite ({losses})")
                 for k in LOSS_TERMS:
-                    sums[k] += out[k].item()
-                bar.set_postfix(loss=f"{out['loss'].item():.3f}")
+                    sums[k] += losses[k]
+                bar.set_postfix(loss=f"{losses['loss']:.3f}")
             dev = score(cfg.task, self.data["dev"], self.predict_split("dev"))
             metrics = {f"train/{k}": v / steps_per_epoch for k, v in sums.items()}
             metrics.update({f"dev/{k}": dev[k] for k in ("f1", "precision", "recall")})
@@ -190,29 +222,37 @@ class FinetuneTrainer:
             history.append({"epoch": epoch, **metrics})
             if self.report_fn is not None:
                 self.report_fn(epoch, metrics)
-            if dev["f1"] > best_f1:
-                best_f1, best_epoch, best_dev, bad_epochs = dev["f1"], epoch, dev, 0
-                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if dev["f1"] > best["f1"]:
+                best = {"f1": dev["f1"], "epoch": epoch, "dev": dev, "bad_epochs": 0}
+                checkpoint.save_best(self.ckpt_dir, epoch, self.model.state_dict())
             else:
-                bad_epochs += 1
-                if bad_epochs >= t.patience:
-                    break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+                best["bad_epochs"] += 1
+            checkpoint.save_epoch(self.ckpt_dir, {
+                "epoch": epoch, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "generator": gen.get_state(),
+                "best": best, "history": history, "wall_s": wall_before + time.perf_counter() - t0,
+                "resumed_at": resumed_at, "mlflow_run_id": getattr(self.logger, "run_id", None)})
+            done = epoch
+        if best["epoch"]:
+            self.model.load_state_dict(checkpoint.load_best(self.ckpt_dir, best["epoch"]))
         test_preds = self.predict_split("test")
         test = score(cfg.task, self.data["test"], test_preds)
-        wall = time.perf_counter() - t0
-        self.logger.log_metrics({f"test/{k}": test[k] for k in ("f1", "precision", "recall")}, best_epoch)
+        wall = wall_before + time.perf_counter() - t0
+        self.logger.log_metrics({f"test/{k}": test[k] for k in ("f1", "precision", "recall")}, best["epoch"])
         result = {
             "task": cfg.task, "init": cfg.init, "image": cfg.data.image, "context": cfg.data.context,
-            "dev": best_dev, "test": test, "epochs": epoch, "best_epoch": best_epoch, "wall_s": round(wall, 1),
-            "history": history,
+            "threads": torch.get_num_threads(),
+            "dev": best["dev"], "test": test, "epochs": done, "best_epoch": best["epoch"], "wall_s": round(wall, 1),
+            "resumed_after_epochs": resumed_at, "history": history,
             "missing_images": {k: d.image_counts for k, d in self.data.items()},
+            "image_handling": {"stand_in": STAND_IN_NOTE, **{k: d.image_handling for k, d in self.data.items()}},
             "contexts": {k: d.context_counts for k, d in self.data.items()},
             "truncation": {k: d.truncation for k, d in self.data.items()},
             "skipped_input": {k: dict(s.skipped) for k, s in self.splits.items()},
         }
         self.write_outputs(result, test_preds)
+        if not t.keep_checkpoints:
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
         return result
 
     def write_outputs(self, result: dict, test_preds: list) -> None:

@@ -80,7 +80,9 @@ def pair_features(x: torch.Tensor) -> torch.Tensor:
 class PairMLP(nn.Module):
     """GELU(Linear([x_i; x_j; x_i - x_j])) for every pair (i, j) or for chosen cells, without materialising the
     W x W x 3d pair tensor: with the weight split as [A | B | C], the linear map is (A + C) x_i + (B - C) x_j + b,
-    so one projection per word and a broadcast sum replace a projection per pair (bench/wordpair.py)."""
+    so one projection per word and a broadcast sum replace a projection per pair (bench/wordpair.py). Dropout acts
+    on the words before the projection (as W2NER's MLP drops its input), one mask per word: a mask over the
+    W x W x H pair tensor cost a third of the grid head's step (bench/finetune_step.py)."""
 
     def __init__(self, d_in: int, hidden: int, dropout: float):
         super().__init__()
@@ -93,13 +95,13 @@ class PairMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, cells: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, W, d) -> (N, W, W, H); with cells (N, 2) of (i, j) -> (N, H) for those cells only."""
-        left, right = self.sides(x)
+        left, right = self.sides(self.drop(x))
         if cells is None:
             z = left[:, :, None, :] + right[:, None, :, :]
         else:
             rows = torch.arange(x.shape[0], device=x.device)
             z = left[rows, cells[:, 0]] + right[rows, cells[:, 1]]
-        return self.drop(self.act(z))
+        return self.act(z)
 
 
 class WordPairHead(nn.Module):
@@ -124,7 +126,9 @@ class WordPairHead(nn.Module):
         x_p = self.form(form, cells)
         x_x = self.position(self.position_emb(positions)[None].expand(words.shape[0], -1, -1), cells)
         log_p_t = F.log_softmax(self.out_text(x_t), -1)
-        log_p_all = F.log_softmax(self.out_all(torch.cat([x_t, x_p, x_x], -1)), -1)
+        # out_all([x_t; x_p; x_x]) as a sum of three projections: no concatenated copy of the grid
+        w_t, w_p, w_x = self.out_all.weight.split([x_t.shape[-1], x_p.shape[-1], x_x.shape[-1]], dim=1)
+        log_p_all = F.log_softmax(x_t @ w_t.T + x_p @ w_p.T + x_x @ w_x.T + self.out_all.bias, -1)
         # P_final = softmax(P_all + lam * log(P_all / P_t)): keeps what the multimodal channels add to the text one
         final = F.log_softmax(log_p_all.exp() + self.lam * (log_p_all - log_p_t), -1)
         return {"final": final, "text": log_p_t}

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from common.config import flatten, save_config
 from common.errors import ConfigError, MmieError
 from common.fusion import FusionEncoder
+from common.optim import warmup_cosine
 from common.tracking import make_logger
 from pretrain.config import PretrainConfig
 from pretrain.data import (Collate, EpochStages, ImageSpec, build_pipeline, make_loader, rank_batches,
@@ -67,15 +68,6 @@ def deepspeed_config(cfg: PretrainConfig) -> dict:
               gradient_clipping=cfg.train.clip, steps_per_print=10 ** 9, zero_allow_untested_optimizer=True,
               wall_clock_breakdown=False)
     return ds
-
-
-def warmup_cosine(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return f
 
 
 def to_device(batch: dict, device: torch.device, dtype: torch.dtype | None) -> dict:

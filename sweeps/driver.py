@@ -12,7 +12,6 @@ from common.config import load_config
 from common.errors import MmieError
 
 DEFAULT_SPACE = Path(__file__).with_name("spaces") / "default.yaml"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "finetune" / "configs" / "default.yaml"
 METRIC = "dev_f1"
 
 
@@ -21,7 +20,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, choices=["mner", "mre", "mjere"])
     p.add_argument("--data", required=True, help="dataset directory (absolute under ray submit)")
     p.add_argument("--init", default="none", help="pretraining export, or none")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--config", default=None, help="default: finetune/configs/<task>.yaml")
     p.add_argument("--space", default=str(DEFAULT_SPACE))
     p.add_argument("--samples", type=int, default=6, help="trials (per grid point, for grid spaces)")
     p.add_argument("--epochs", type=int, default=2, help="max epochs per trial (ASHA's max_t)")
@@ -108,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     from ray.tune.schedulers import ASHAScheduler
 
     from common.tracking import MlflowLogger, resolve_tracking_uri
-    from finetune.config import FinetuneConfig
+    from finetune.config import FinetuneConfig, task_config_path
     from sweeps.plots import plot_sweep
     from sweeps.space import load_space
 
+    a.config = str(Path(a.config or task_config_path(a.task)).resolve())
     space = load_space(a.space)
     absolute = lambda p: str(Path(p).expanduser().resolve())  # noqa: E731  (trials run in their own dirs)
     base_overrides = [f"task={a.task!r}", f"data.dir={absolute(a.data)!r}",

@@ -108,3 +108,24 @@ def test_cli_prints_config_error_as_one_line(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {p}: unknown key trian")
+
+
+def test_a_config_file_starts_from_its_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\ntrain:\n  lr: 0.5\n  epochs: 3\n")
+    (tmp_path / "task.yaml").write_text("base: base.yaml\ntrain:\n  epochs: 7\n")
+    cfg = load_config(Cfg, tmp_path / "task.yaml", ["train.layers=[1]"])
+    assert (cfg.name, cfg.train.lr, cfg.train.epochs, cfg.train.layers) == ("base", 0.5, 7, [1])
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(Cfg, tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: nope.yaml\n")
+    with pytest.raises(ConfigError, match="nope.yaml.*the base of"):
+        load_config(Cfg, tmp_path / "orphan.yaml")
+
+
+def test_every_finetune_task_config_loads_and_sets_its_task():
+    from finetune.config import FinetuneConfig, task_config_path
+
+    for task in ("mner", "mre", "mjere"):
+        cfg = load_config(FinetuneConfig, task_config_path(task))
+        assert cfg.task == task and cfg.train.epochs >= 5 and cfg.align.alpha == 0.2

@@ -115,3 +115,87 @@ def test_collate_encodes_each_distinct_picture_once():
     batch = collate(feats, images, 0, "mner")
     assert batch["images"].shape[0] == 2
     assert torch.equal(batch["images"][batch["image_index"]], torch.stack([grey, photo, grey, photo]))
+    assert batch["stand_in"].tolist() == [False, False]  # no STAND_IN key: nothing is flagged
+
+
+def test_length_bucketed_batches_cover_every_example_once():
+    import random
+
+    from finetune.batches import batches
+
+    lengths = [random.Random(i).randint(5, 120) for i in range(1000)]
+    for pool in (0, 4, 50):
+        got = batches(lengths, 16, True, seed=3, pool=pool)
+        flat = [i for b in got for i in b]
+        assert sorted(flat) == list(range(1000)) and all(len(b) <= 16 for b in got)
+        assert got == batches(lengths, 16, True, seed=3, pool=pool)  # a function of the seed
+        assert got != batches(lengths, 16, True, seed=4, pool=pool)  # ... and differs between epochs
+
+    def padding(bs):  # padded positions / real positions
+        return sum(len(b) * max(lengths[i] for i in b) for b in bs) / sum(lengths) - 1
+
+    assert padding(batches(lengths, 16, True, 3, pool=50)) < 0.1 < padding(batches(lengths, 16, True, 3, pool=0))
+    evaluation = batches(lengths, 16, False, 0)
+    assert [lengths[i] for b in evaluation for i in b] == sorted(lengths, reverse=True)
+
+
+def test_stand_in_vision_features_are_computed_once_and_refreshed_when_weights_change():
+    import torch
+
+    from finetune.batches import Features, collate
+    from finetune.config import FinetuneConfig
+    from finetune.images import STAND_IN, default_image
+    from finetune.model import Extractor
+    from common.fusion import FusionEncoder, ModelConfig
+
+    cfg = FinetuneConfig()
+    enc = FusionEncoder(ModelConfig(vision="efficientnet-lite0", image_size=64))
+    model = Extractor(enc, cfg, ["O", "B-PER", "I-PER"]).train()
+    grey = enc.vision.preprocess(default_image())
+    photo = torch.rand(3, 64, 64)
+    images = {STAND_IN: grey, "missing.jpg": grey, "photo.jpg": photo}
+    def batch_of(*names):
+        return collate([Features([101, 7, 102], 3, [1], [1], [2], n, [0]) for n in names], images, 0, "mner")
+
+    calls = []
+    hook = enc.vision.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    missing = batch_of("missing.jpg")
+    assert missing["stand_in"].tolist() == [True]
+    first, again = model.encode_images(missing), model.encode_images(missing)
+    assert calls == [1] and torch.equal(first["cls"], again["cls"])  # computed once, then reused
+    enc.vision.eval()
+    with torch.no_grad():
+        ref = enc.encode_image(grey[None])  # eval mode (batch-norm running statistics), no gradient
+    enc.vision.train()
+    assert torch.allclose(first["cls"], ref["cls"], atol=1e-5)
+    first["cls"].sum().backward()
+    assert all(p.grad is None for p in enc.vision.parameters()) and enc.vision_cls_proj.weight.grad is not None
+    calls.clear()
+    model.encode_images(missing)
+    assert calls == []  # still cached
+    with torch.no_grad():
+        next(enc.vision.parameters()).add_(0.5)  # as an optimizer step would
+    model.encode_images(missing)
+    assert calls == [1]  # the weights changed: recomputed
+    mixed = batch_of("missing.jpg", "photo.jpg")
+    assert mixed["stand_in"].tolist() == [True, False]
+    calls.clear()
+    out = model.encode_images(mixed)
+    assert calls == [1]  # only the photo goes through the vision encoder, with gradient
+    out["patches"][1].sum().backward()
+    assert any(p.grad is not None for p in enc.vision.parameters())
+    hook.remove()
+
+
+def test_prediction_keeps_the_order_of_the_examples():
+    import torch
+
+    from finetune.batches import Features, predict_features
+
+    class Echo(torch.nn.Module):  # predicts each example's length, to see where it lands
+        def predict(self, batch):
+            return batch["attention_mask"].sum(1).tolist()
+
+    feats = [Features([101] + [7] * n + [102], n + 2, [1], [1], [2], "a", [0]) for n in (3, 9, 1, 5, 7)]
+    images = {"a": torch.zeros(3, 4, 4)}
+    assert predict_features(Echo(), feats, images, 0, "mner", batch_size=2) == [5, 11, 3, 7, 9]

@@ -30,8 +30,12 @@ def tiny(task, data, run_dir, mlruns, *extra):
 def test_two_epoch_run_of_each_task(task, sub, synth_dir, mjere_dir, tmp_path):
     data = synth_dir / sub if sub else mjere_dir
     run = tmp_path / "run"
-    assert finetune_main(tiny(task, data, run, tmp_path / "mlruns")) == 0
+    assert finetune_main(tiny(task, data, run, tmp_path / "mlruns", "train.keep_checkpoints=true")) == 0
     m = json.loads((run / "metrics.json").read_text())
+    from finetune.checkpoint import load_latest
+
+    assert load_latest(run / "checkpoints")["epoch"] == 2  # every task's checkpoint reads back (weights_only)
+    assert m["image_handling"]["test"]["posts_with_stand_in"] == 0 and m["threads"] >= 1
     assert m["epochs"] == 2 and len(m["history"]) == 2 and 1 <= m["best_epoch"] <= 2
     for split in ("dev", "test"):
         assert {"f1", "precision", "recall"} <= set(m[split]) and 0.0 <= m[split]["f1"] <= 1.0

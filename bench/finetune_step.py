@@ -1,0 +1,190 @@
+"""Benchmark: one fine-tuning optimizer step of the full default model against one step of the bare text encoder
+it fine-tunes (forward + backward + AdamW on the same token ids, same threads), per task, on real batches of the
+default size, side by side in one run; then where the rest of the step goes. Last line: one JSON object
+
+    {"mner": {"ratio": full / bare, "full_s": …, "bare_s": …, "parts_s": {…}, …}, "mre": {…}, "mjere": {…}}
+
+    python bench/finetune_step.py [--data ../shared/data] [--tasks mner mre mjere] [--steps 8] [--threads 0]
+        [overrides, e.g. train.batch_size=32]
+
+Parts are timed in isolation (forward + backward of one stage on the detached outputs of the stage before it):
+collate, text encoder, vision encoder, fusion layers, adaptive fusion, heads (CRF / word-pair cell / grid),
+alignment losses, optimizer (clipping + AdamW); "evaluation per epoch" is one pass over dev, beside the training
+time of one epoch (steps per epoch x the full step). MJERE is derived from MNRE (finetune.mjere) into a temp dir.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import common  # noqa: E402,F401
+from common.optim import adamw  # noqa: E402
+from finetune.trainer import FinetuneTrainer  # noqa: E402
+from finetune.run import build_config, parse  # noqa: E402
+
+DATASETS = {"mner": "twitter2015", "mre": "mnre", "mjere": None}
+
+
+def task_data(task: str, root: Path, tmp: Path) -> Path:
+    if task != "mjere":
+        return root / DATASETS[task]
+    from finetune.mjere import build_from_mnre
+
+    out = tmp / "mjere"
+    if not out.is_dir():
+        build_from_mnre(root / "mnre", out)
+    return out
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def leaf(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().requires_grad_(x.is_floating_point())
+
+
+def backward_all(*outs: torch.Tensor) -> None:
+    torch.autograd.backward([o for o in outs if o.requires_grad], [torch.ones_like(o) for o in outs
+                                                                    if o.requires_grad])
+
+
+def parts(tr: FinetuneTrainer, idx: list[int], opt, gen: torch.Generator) -> dict[str, float]:
+    """Forward + backward of each stage alone, on the detached outputs of the stage before it."""
+    model, enc, train = tr.model, tr.encoder, tr.data["train"]
+    out: dict[str, float] = {}
+    box: dict = {}
+    out["collate"] = timed(lambda: box.update(batch=tr._batch(train, idx)))
+    b = box["batch"]
+
+    def text():
+        box["H"] = enc.text(input_ids=b["input_ids"], attention_mask=b["attention_mask"])["tokens"]
+        backward_all(box["H"])
+
+    def vision():
+        box["img"] = model.encode_images(b)
+        backward_all(box["img"]["cls"], box["img"]["patches"])
+
+    out["text encoder"], out["vision encoder"] = timed(text), timed(vision)
+    H, img = leaf(box["H"]), {k: leaf(v) for k, v in box["img"].items()}
+    v_cls, v_patches = img["cls"][b["image_index"]], img["patches"][b["image_index"]]
+
+    def fusion_layers():
+        box["E"] = enc.fuse(H, b["attention_mask"], v_cls, v_patches)
+        backward_all(box["E"])
+
+    out["fusion layers"] = timed(fusion_layers)
+    E = leaf(box["E"])
+    L = H.shape[1]
+
+    def adaptive():
+        box["M"] = model.fusion(E[:, :L], E[:, L:], E[:, :L], b["ctx_mask"])
+        backward_all(box["M"])
+
+    out["adaptive fusion"] = timed(adaptive)
+    M = leaf(box["M"])
+    words = model.dropout(M.gather(1, b["word_index"][..., None].expand(-1, -1, M.shape[-1])))
+    f = {"words": leaf(words), "x_t": leaf(H[:, 1:].mean(1)), "x_c": leaf(H[:, 1:].mean(1)), "x_v": leaf(v_cls),
+         "has_ctx": b["ctx_mask"].any(1)}
+    out["heads"] = timed(lambda: model.main_loss(f, b).backward())
+
+    def align():
+        terms = model.align_losses(f, gen)
+        sum(terms.values()).backward()
+
+    out["alignment losses"] = timed(align)
+    model.zero_grad(set_to_none=True)
+    model.losses(b, gen)["loss"].backward()
+
+    def step():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tr.cfg.train.clip)
+        opt.step()
+
+    out["optimizer"] = timed(step)
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def bench_task(task: str, data: Path, steps: int, overrides: list[str], tmp: Path) -> dict:
+    cfg = build_config(parse(["--task", task, "--data", str(data), "--init", "none", *overrides]))
+    tr = FinetuneTrainer(cfg, tmp / f"run-{task}", "none", quiet=True)
+    train, t = tr.data["train"], cfg.train
+    order = tr.epoch_batches(1)
+    steps_per_epoch = len(order)
+    order = order[:steps + 1]
+    opt, sched = tr.optimizer(steps_per_epoch * t.epochs)
+    gen = torch.Generator().manual_seed(0)
+    bare = copy.deepcopy(tr.encoder.text).train()
+    bare_opt = adamw(bare.parameters(), lr=t.encoder_lr, weight_decay=t.weight_decay)  # the trainer's AdamW
+
+    def full_step(idx):
+        tr.model.train()
+        tr.train_step(tr._batch(train, idx), opt, sched, gen)
+
+    def bare_step(idx):
+        b = tr._batch(train, idx)
+        loss = bare(input_ids=b["input_ids"], attention_mask=b["attention_mask"])["tokens"].pow(2).mean()
+        bare_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        bare_opt.step()
+
+    full_step(order[0])
+    bare_step(order[0])  # warm-up
+    full, plain, sizes = [], [], []
+    for idx in order[1:]:  # interleaved, on the same batches
+        full.append(timed(lambda: full_step(idx)))
+        plain.append(timed(lambda: bare_step(idx)))
+        b = tr._batch(train, idx)
+        sizes.append((tuple(b["input_ids"].shape), int(b["images"].shape[0])))
+    part = [parts(tr, idx, opt, gen) for idx in order[1:]]
+    parts_s = {k: statistics.median(p[k] for p in part) for k in part[0]}
+    tr.model.train()
+    eval_s = timed(lambda: tr.predict_split("dev"))
+    full_s, bare_s = statistics.median(full), statistics.median(plain)
+    epoch_train_s = steps_per_epoch * full_s
+    return {"ratio": round(sum(full) / sum(plain), 3), "full_s": round(full_s, 4), "bare_s": round(bare_s, 4),
+            "batch_size": t.batch_size, "tokens_per_batch": round(statistics.mean(s[0][0] * s[0][1] for s in sizes), 1),
+            "pictures_per_batch": statistics.mean(s[1] for s in sizes), "steps_per_epoch": steps_per_epoch,
+            "parts_s": {k: round(v, 4) for k, v in parts_s.items()},
+            "parts_sum_over_full": round(sum(parts_s.values()) / full_s, 3),
+            "epoch_train_s": round(epoch_train_s, 1), "eval_dev_s": round(eval_s, 1),
+            "eval_share_of_epoch": round(eval_s / (eval_s + epoch_train_s), 3), "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="../shared/data", help="holds twitter2015/ and mnre/ in the real layout")
+    p.add_argument("--tasks", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--steps", type=int, default=8, help="timed steps per task (after one warm-up)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: the default, every core)")
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in a.tasks:
+            data = task_data(task, Path(a.data), Path(tmp))
+            r = bench_task(task, data, a.steps, a.overrides, Path(tmp))
+            results[task] = r
+            print(f"{task}: full step {r['full_s']:.3f} s, bare encoder {r['bare_s']:.3f} s, ratio {r['ratio']:.2f}x;"
+                  f" epoch {r['epoch_train_s']:.0f} s train + {r['eval_dev_s']:.0f} s dev eval", flush=True)
+            for k, v in r["parts_s"].items():
+                print(f"    {k:18s} {v * 1000:8.1f} ms")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
