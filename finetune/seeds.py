@@ -15,7 +15,8 @@ from common.config import flatten, load_config
 from common.errors import MmieError, cli_main
 from finetune.config import FinetuneConfig
 
-VARIES = ("train.seed", "name")  # left out of the grouping key
+VARIES = ("train.seed", "name", "train.threads", "train.keep_checkpoints")  # left out of the grouping key: they
+# do not change what a run computes (threads change only float rounding)
 
 
 def load_run(run: Path) -> tuple[dict, dict]:
