@@ -67,7 +67,7 @@ def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, cla
     store = ImageStore(store_root if cfg.data.image == "on" else None)
     context_spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
     ctx_source = build_context(context_spec)
-    contexts = ctx_source.describe(names, store)
+    contexts = ctx_source.describe(names, ImageStore(store.root))  # its own store: `store` counts this split once
     images: dict[str, torch.Tensor] = {STAND_IN: encoder.vision.preprocess(default_image())}
     for ex in examples:
         if ex.image in images:

@@ -36,6 +36,7 @@ def test_two_epoch_run_of_each_task(task, sub, synth_dir, mjere_dir, tmp_path):
 
     assert load_latest(run / "checkpoints")["epoch"] == 2  # every task's checkpoint reads back (weights_only)
     assert m["image_handling"]["test"]["posts_with_stand_in"] == 0 and m["threads"] >= 1
+    assert m["missing_images"]["test"]["ok"] == m["image_handling"]["test"]["distinct_pictures"]  # counted once
     assert m["epochs"] == 2 and len(m["history"]) == 2 and 1 <= m["best_epoch"] <= 2
     for split in ("dev", "test"):
         assert {"f1", "precision", "recall"} <= set(m[split]) and 0.0 <= m[split]["f1"] <= 1.0
