@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from common.optim import adamw  # noqa: E402
 from finetune.trainer import FinetuneTrainer  # noqa: E402
 from finetune.run import build_config, parse  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 DATASETS = {"mner": "twitter2015", "mre": "mnre", "mjere": None}
 
 
@@ -165,12 +167,17 @@ def bench_task(task: str, data: Path, steps: int, overrides: list[str], tmp: Pat
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data", help="holds twitter2015/ and mnre/ in the real layout")
+    p.add_argument("--data", default=os.environ.get("MMIE_DATA", str(REPO.parent / "shared" / "data")),
+                   help="holds twitter2015/ and mnre/ in the real layout (default $MMIE_DATA or ../shared/data)")
     p.add_argument("--tasks", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--steps", type=int, default=8, help="timed steps per task (after one warm-up)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: the default, every core)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
+    for task in a.tasks:
+        need = Path(a.data) / (DATASETS[task] or "mnre")
+        if not need.is_dir():
+            raise SystemExit(f"bench/finetune_step.py: {need} not found (give --data DIR or set MMIE_DATA)")
     if a.threads:
         torch.set_num_threads(a.threads)
     results = {}
