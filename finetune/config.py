@@ -55,7 +55,7 @@ class TrainConfig:
     patience: int = 3  # epochs without a better dev F1 before stopping
     seed: int = 0
     eval_batch_size: int = 64
-    bucket_pool: int = 50  # sort each run of this many shuffled batches by length (less padding); 0 = plain shuffle
+    bucket_pool: int = 0  # >0: sort each run of this many shuffled batches by length (less padding); 0: plain shuffle
     threads: int = 0  # torch threads; 0 = torch's default (every core)
     keep_checkpoints: bool = False  # keep <run>/checkpoints/ after a run finishes (--resume needs them until then)
 
