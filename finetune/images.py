@@ -17,11 +17,13 @@ def default_image(size: int = DEFAULT_IMAGE_SIZE) -> Image.Image:
 
 
 class ImageStore:
-    """Opens post images by file name under `root` (None: every image is missing) and counts the outcomes."""
+    """Opens post images by file name under `root` (None: every image is missing) and counts the outcome of each
+    distinct name once, however often it is opened (the context source and the trainer both open a split's images)."""
 
     def __init__(self, root: str | Path | None):
         self.root = Path(root) if root else None
         self.counts: Counter = Counter()  # "ok" | "missing" | "unreadable"
+        self.seen: set[str] = set()
 
     def path(self, name: str) -> Path | None:
         return self.root / name if self.root and name else None
@@ -37,7 +39,9 @@ class ImageStore:
                 status = "ok"
             except (UnidentifiedImageError, OSError, ValueError):
                 status, img = "unreadable", default_image()
-        self.counts[status] += 1
+        if name not in self.seen:
+            self.seen.add(name)
+            self.counts[status] += 1
         return img, status
 
     def report(self) -> dict[str, int]:

@@ -67,7 +67,7 @@ def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, cla
     store = ImageStore(store_root if cfg.data.image == "on" else None)
     context_spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
     ctx_source = build_context(context_spec)
-    contexts = ctx_source.describe(names, ImageStore(store.root))  # its own store: `store` counts this split once
+    contexts = ctx_source.describe(names, store)
     images: dict[str, torch.Tensor] = {STAND_IN: encoder.vision.preprocess(default_image())}
     for ex in examples:
         if ex.image in images:
@@ -182,7 +182,7 @@ class FinetuneTrainer:
         cfg, t = self.cfg, self.cfg.train
         t0 = time.perf_counter()
         train = self.data["train"]
-        steps_per_epoch = len(self.epoch_batches(1))
+        steps_per_epoch = math.ceil(len(train.feats) / t.batch_size)  # also with length buckets
         opt, sched = self.optimizer(steps_per_epoch * t.epochs)
         gen = torch.Generator().manual_seed(t.seed)
         best = {"f1": -1.0, "epoch": 0, "dev": {}, "bad_epochs": 0}

@@ -34,6 +34,8 @@ def test_image_store_counts_missing_and_unreadable(synth_dir, tmp_path):
     bad_store = ImageStore(bad)
     assert [bad_store.open(n)[1] for n in ("zero.jpg", "junk.jpg")] == ["unreadable", "unreadable"]
     assert store.report() == {"ok": 1, "missing": 1, "unreadable": 0}
+    store.open(name), store.open("nope.jpg")  # opened again (the context source and the trainer both open)
+    assert store.report() == {"ok": 1, "missing": 1, "unreadable": 0}  # each distinct picture counted once
     assert ImageStore(None).open("x.jpg")[0].size == (224, 224)
 
 
@@ -128,6 +130,7 @@ def test_length_bucketed_batches_cover_every_example_once():
         got = batches(lengths, 16, True, seed=3, pool=pool)
         flat = [i for b in got for i in b]
         assert sorted(flat) == list(range(1000)) and all(len(b) <= 16 for b in got)
+        assert len(got) == -(-1000 // 16)  # as many steps as plain batching: the trainer's steps per epoch
         assert got == batches(lengths, 16, True, seed=3, pool=pool)  # a function of the seed
         assert got != batches(lengths, 16, True, seed=4, pool=pool)  # ... and differs between epochs
 
