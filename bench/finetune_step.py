@@ -2,7 +2,9 @@
 it fine-tunes (forward + backward + AdamW on the same token ids, same threads), per task, on real batches of the
 default size, side by side in one run; then where the rest of the step goes. Last line: one JSON object
 
-    {"mner": {"ratio": full / bare, "full_s": …, "bare_s": …, "parts_s": {…}, …}, "mre": {…}, "mjere": {…}}
+    {"adamw_ms_text_encoder": {"fused": …, "foreach": …, "loop": …},
+     "mner": {"ratio": full / bare, "full_s": …, "bare_s": …, "parts_s": {…}, "padding": {…}, …},
+     "mre": {…}, "mjere": {…}}
 
     python bench/finetune_step.py [--data ../shared/data] [--tasks mner mre mjere] [--steps 8] [--threads 0]
         [overrides, e.g. train.batch_size=32]
@@ -10,7 +12,9 @@ default size, side by side in one run; then where the rest of the step goes. Las
 Parts are timed in isolation (forward + backward of one stage on the detached outputs of the stage before it):
 collate, text encoder, vision encoder, fusion layers, adaptive fusion, heads (CRF / word-pair cell / grid),
 alignment losses, optimizer (clipping + AdamW); "evaluation per epoch" is one pass over dev, beside the training
-time of one epoch (steps per epoch x the full step). MJERE is derived from MNRE (finetune.mjere) into a temp dir.
+time of one epoch (steps per epoch x the full step); "padding" is padded over real tokens in one epoch's batches
+without and with length buckets (train.bucket_pool 0 and 50). MJERE is derived from MNRE (finetune.mjere) into a
+temp dir. "adamw_ms_text_encoder" times one AdamW step over MiniLM-L6: fused, foreach and per-tensor loop.
 """
 from __future__ import annotations
 
@@ -119,6 +123,28 @@ def parts(tr: FinetuneTrainer, idx: list[int], opt, gen: torch.Generator) -> dic
     return out
 
 
+def padding(lengths: list[int], batch_size: int, pool: int) -> float:
+    """Padded positions over real ones in one training epoch's batches (pool 0: plain shuffle)."""
+    from finetune.batches import batches
+
+    got = batches(lengths, batch_size, True, seed=1, pool=pool)
+    return sum(len(b) * max(lengths[i] for i in b) for b in got) / sum(lengths) - 1
+
+
+def optimizer_step_ms(module: torch.nn.Module, repeats: int = 5) -> dict[str, float]:
+    """One AdamW step over `module`'s parameters: the fused kernel (the trainers') against torch's per-tensor loop
+    and its foreach variant, side by side, on the same random gradients."""
+    params = [p.detach().clone().requires_grad_() for p in module.parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    out = {}
+    for name, kw in (("fused", {"fused": True}), ("foreach", {"foreach": True}), ("loop", {"foreach": False})):
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, **kw)
+        opt.step()
+        out[name] = round(1000 * statistics.median(timed(opt.step) for _ in range(repeats)), 1)
+    return out
+
+
 def bench_task(task: str, data: Path, steps: int, overrides: list[str], tmp: Path) -> dict:
     cfg = build_config(parse(["--task", task, "--data", str(data), "--init", "none", *overrides]))
     tr = FinetuneTrainer(cfg, tmp / f"run-{task}", "none", quiet=True)
@@ -156,8 +182,11 @@ def bench_task(task: str, data: Path, steps: int, overrides: list[str], tmp: Pat
     eval_s = timed(lambda: tr.predict_split("dev"))
     full_s, bare_s = statistics.median(full), statistics.median(plain)
     epoch_train_s = steps_per_epoch * full_s
+    lengths = [len(f.input_ids) for f in train.feats]
     return {"ratio": round(sum(full) / sum(plain), 3), "full_s": round(full_s, 4), "bare_s": round(bare_s, 4),
-            "batch_size": t.batch_size, "tokens_per_batch": round(statistics.mean(s[0][0] * s[0][1] for s in sizes), 1),
+            "padding": {f"pool_{k}": round(padding(lengths, t.batch_size, k), 3) for k in (0, 50)},
+            "batch_size": t.batch_size,
+            "tokens_per_batch": round(statistics.mean(s[0][0] * s[0][1] for s in sizes), 1),
             "pictures_per_batch": statistics.mean(s[1] for s in sizes), "steps_per_epoch": steps_per_epoch,
             "parts_s": {k: round(v, 4) for k, v in parts_s.items()},
             "parts_sum_over_full": round(sum(parts_s.values()) / full_s, 3),
@@ -181,13 +210,18 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     results = {}
+    from common.zoo import TextEncoder
+
+    results["adamw_ms_text_encoder"] = optimizer_step_ms(TextEncoder("minilm-l6"))
+    print(f"AdamW step over MiniLM-L6 (ms): {results['adamw_ms_text_encoder']}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for task in a.tasks:
             data = task_data(task, Path(a.data), Path(tmp))
             r = bench_task(task, data, a.steps, a.overrides, Path(tmp))
             results[task] = r
             print(f"{task}: full step {r['full_s']:.3f} s, bare encoder {r['bare_s']:.3f} s, ratio {r['ratio']:.2f}x;"
-                  f" epoch {r['epoch_train_s']:.0f} s train + {r['eval_dev_s']:.0f} s dev eval", flush=True)
+                  f" epoch {r['epoch_train_s']:.0f} s train + {r['eval_dev_s']:.0f} s dev eval; padding per epoch "
+                  f"{r['padding']}", flush=True)
             for k, v in r["parts_s"].items():
                 print(f"    {k:18s} {v * 1000:8.1f} ms")
     print(json.dumps(results))

@@ -8,9 +8,9 @@ import torch
 
 
 def adamw(groups, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over parameter groups. The fused kernel updates every tensor in one call: on a 2-core CPU it steps
-    MiniLM-L6's 22.6M parameters 12x faster than the default per-tensor loop (bench/finetune_step.py shows the
-    optimizer's share of a fine-tuning step). Parameters without a gradient are skipped, as in the loop."""
+    """AdamW over parameter groups. The fused kernel updates every tensor in one call: on a 2-core CPU one step over
+    MiniLM-L6's 22.6M parameters takes 15 ms against 79 ms for torch's per-tensor loop and 72 ms for foreach
+    (bench/finetune_step.py, "adamw_ms_text_encoder"). Parameters without a gradient are skipped, as in the loop."""
     groups = list(groups)
     params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)

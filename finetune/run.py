@@ -62,15 +62,11 @@ def resume_config(a):
     if not saved.is_file():
         raise ConfigError(f"--resume: {saved} does not exist (not a fine-tuning run directory)")
     cfg = load_config(FinetuneConfig, saved)
-    given = [v for k, v in vars(a).items()
-             if k not in ("run_dir", "resume", "tracking_uri", "overrides", "threads") and v]
-    if given or a.overrides:
-        a.config = a.config or saved
-        asked, have = flatten(build_config(a)), flatten(cfg)
-        diff = [k for k in have if asked.get(k) != have[k] and k != "train.threads"]
-        if diff:
-            raise ConfigError(f"--resume: {diff[0]}={asked.get(diff[0])!r} differs from the run's {diff[0]}="
-                              f"{have[diff[0]]!r} ({saved}); a resumed run keeps its config")
+    asked, have = flatten(build_config(argparse.Namespace(**{**vars(a), "config": a.config or saved}))), flatten(cfg)
+    diff = [k for k in have if asked.get(k) != have[k] and k != "train.threads"]
+    if diff:
+        raise ConfigError(f"--resume: {diff[0]}={asked.get(diff[0])!r} differs from the run's {diff[0]}="
+                          f"{have[diff[0]]!r} ({saved}); a resumed run keeps its config")
     if a.threads is not None:
         cfg.train.threads = a.threads
     return cfg
