@@ -55,6 +55,8 @@ def _check(value: Any, tp: Any, where: str) -> Any:
                 pass
         raise ConfigError(f"{where}: {value!r} does not match {_type_name(tp)}")
     if origin is Literal:
+        if value is None and "none" in get_args(tp):  # an override `key=none` reads as null (parse_value)
+            value = "none"
         if value not in get_args(tp):
             raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
         return value
