@@ -19,6 +19,29 @@ from finetune.wordpair import IGNORE, encode_joint
 NER_TAGS = ["O"] + [f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I")]
 
 
+# How the MNRE entity markers reach the text encoder (data.markers), each one sub-token of its own:
+# - "tokens": BERT's reserved [unusedN] vocabulary rows, registered as special tokens so the tokenizer never splits
+#   them (no new embedding rows; the tokenizer is exported with the model); their embeddings start untrained;
+# - "punct": brackets the pretrained model already knows, "[" "]" around the head and "{" "}" around the tail
+#   (Zhou & Chen 2021's punctuation markers; "@" and "#", their choice, are everywhere in tweets, brackets are rare:
+#   169 "]" and no "}" among MNRE's training words).
+# Spelled out, "<h>" became "<", "h", ">" and the head's and tail's marker states both sat on the same "<" sub-token.
+MARKER_STYLES = {"tokens": {m: f"[unused{i}]" for i, m in enumerate(MARKERS)},
+                 "punct": dict(zip(MARKERS, ("[", "]", "{", "}")))}
+
+
+def register_markers(tokenizer, style: str = "tokens") -> dict[str, str]:
+    """The marker -> sub-token map of `style`; "tokens" become unsplittable special tokens (idempotent). Each must
+    be one entry of the vocabulary."""
+    table = MARKER_STYLES[style]
+    unknown = [t for t in table.values() if tokenizer.convert_tokens_to_ids(t) == tokenizer.unk_token_id]
+    if unknown:
+        raise ValueError(f"the tokenizer's vocabulary has no {unknown[0]} entry for the MNRE entity markers")
+    if style == "tokens":
+        tokenizer.add_special_tokens({"additional_special_tokens": list(table.values())})
+    return table
+
+
 def mark_pair(ex: Example) -> tuple[list[str], int, int]:
     """Words with entity markers around the MNRE head and tail; returns (words, head marker, tail marker)."""
     h, t = ex.triples[0].head, ex.triples[0].tail
@@ -55,7 +78,7 @@ class Features:
 
 
 def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list[list[str]], contexts: list[str],
-                   max_length: int, classes: list[str]) -> tuple[list[Features], dict]:
+                   max_length: int, classes: list[str], markers: str = "tokens") -> tuple[list[Features], dict]:
     if task == "mre":
         marked = [mark_pair(ex) for ex in examples]
         words = [m[0] for m in marked]
@@ -66,7 +89,12 @@ def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list
     else:
         words = [ex.tokens for ex in examples]
         pos = [[POS_INDEX.get(p, 0) for p in tags] for tags in pos_tags]
-    encoded = encode_batch(tokenizer, words, max_length, contexts=contexts if any(contexts) else None)
+    if task == "mre":
+        table = register_markers(tokenizer, markers)
+        pieces = [[table.get(x, x) for x in w] for w in words]
+    else:
+        pieces = words
+    encoded = encode_batch(tokenizer, pieces, max_length, contexts=contexts if any(contexts) else None)
     report = truncation_report(examples, encoded) if task != "mre" else {}
     feats = []
     for i, (ex, enc) in enumerate(zip(examples, encoded)):
@@ -167,8 +195,9 @@ def batches(lengths: list[int], batch_size: int, shuffle: bool, seed: int, pool:
 
 
 def predict_features(model, feats: list[Features], images: dict[str, torch.Tensor], pad_id: int, task: str,
-                     batch_size: int, desc: str | None = None) -> list:
-    """model.predict over length-sorted batches, without gradient; predictions back in the order of `feats`."""
+                     batch_size: int, desc: str | None = None, method: str = "predict") -> list:
+    """model.predict (or another per-example method of the model) over length-sorted batches, without gradient;
+    the outputs back in the order of `feats`."""
     from tqdm import tqdm
 
     was_training = model.training
@@ -177,7 +206,7 @@ def predict_features(model, feats: list[Features], images: dict[str, torch.Tenso
     with torch.no_grad():
         for idx in tqdm(batches([len(f.input_ids) for f in feats], batch_size, False, 0), desc=desc, leave=False,
                         disable=desc is None):
-            for i, p in zip(idx, model.predict(collate([feats[i] for i in idx], images, pad_id, task))):
+            for i, p in zip(idx, getattr(model, method)(collate([feats[i] for i in idx], images, pad_id, task))):
                 preds[i] = p
     model.train(was_training)
     return preds

@@ -19,6 +19,7 @@ class DataConfig:
     image: Literal["on", "none"] = "on"  # "none": text-only ablation (default image, no image-derived context)
     max_length: int = 128  # sub-tokens of text + context
     max_train: int = 0  # use only the first N training examples (0 = all)
+    markers: Literal["tokens", "punct"] = "tokens"  # MRE entity markers: [unusedN] tokens | brackets (batches.py)
 
 
 @dataclass
@@ -40,6 +41,9 @@ class HeadConfig:
     position_dim: int = 100
     lam: float = 1.0  # lambda of the word-pair contrastive decoding
     dropout: float = 0.1
+    relation: Literal["wordpair", "markers"] = "wordpair"  # MRE: word-pair head's marked cell | [<h>; <t>] -> linear
+    none_weight: float = 1.0  # MRE/MJERE: the loss weight of the `None` class (1 = unweighted)
+    tune_none: bool = True  # MRE/MJERE: choose on dev the margin by which `None` must win (calibration.py)
 
 
 @dataclass

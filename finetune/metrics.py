@@ -87,4 +87,27 @@ def joint_scores(gold: Sequence[Sequence[Triple]], pred: Sequence[Sequence[Tripl
         return [sorted({s for t in ts if t.label != NONE_RELATION for s in (t.head, t.tail)}) for ts in triples]
 
     out["entity"] = ner_span_scores(ents(gold, gold_entities), ents(pred, pred_entities))
+    out["errors"] = triple_errors(gold, pred, ents(pred, pred_entities))
     return out
+
+
+def triple_errors(gold: Sequence[Sequence[Triple]], pred: Sequence[Sequence[Triple]],
+                  pred_entities: Sequence[Sequence[Span]]) -> dict[str, int]:
+    """Where each gold triple went: found; both entities found but the relation missed, mislabelled or reversed;
+    one or both entities missed (a wrong span or type counts as missed)."""
+    out = Counter({"found": 0, "relation missed": 0, "relation mislabelled": 0, "relation reversed": 0,
+                   "one entity missed": 0, "both entities missed": 0})
+    for ts, ps, es in zip(gold, pred, pred_entities):
+        found, pairs = set(ps), {(p.head, p.tail) for p in ps}
+        for t in ts:
+            if t.label == NONE_RELATION:
+                continue
+            n_found = (t.head in es) + (t.tail in es)
+            if t in found:
+                out["found"] += 1
+            elif n_found == 2:
+                out["relation mislabelled" if (t.head, t.tail) in pairs else
+                    "relation reversed" if (t.tail, t.head) in pairs else "relation missed"] += 1
+            else:
+                out["one entity missed" if n_found == 1 else "both entities missed"] += 1
+    return dict(out)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from common.fusion import FusionEncoder
+from finetune import calibration
 from finetune.config import FinetuneConfig
 from finetune.contrastive import implicit_positive_contrastive, info_nce
 from finetune.crf import CRF
@@ -38,9 +39,15 @@ class Extractor(nn.Module):
             self.emit = nn.Sequential(nn.Linear(D + h.pos_dim + h.position_dim, h.hidden), nn.GELU(),
                                       nn.Dropout(h.dropout), nn.Linear(h.hidden, len(classes)))
             self.crf = CRF(len(classes))
+        elif self.task == "mre" and h.relation == "markers":  # the plain marker-pair classifier: [<h>; <t>] -> linear
+            self.marker_pair = nn.Linear(2 * D, len(classes))
         else:
             self.pair = WordPairHead(D, len(classes), h.pos_dim, h.position_dim, hidden=h.hidden,
                                      lam=h.lam, dropout=h.dropout)
+        if self.task != "mner":  # the `None` decoding margin (calibration.py): chosen on dev, saved with the heads
+            self.register_buffer("none_margin", torch.zeros(()))
+            self.register_buffer("class_weight", torch.ones(len(classes)), persistent=False)
+            self.class_weight[0] = h.none_weight
 
     def stand_in_vision(self, picture: torch.Tensor) -> dict[str, torch.Tensor]:
         """The vision encoder's features of the stand-in picture (1, 3, S, S): a constant input, so they are computed
@@ -97,13 +104,21 @@ class Extractor(nn.Module):
         positions = torch.arange(W, device=words.device).clamp(max=255)[None].expand(words.shape[0], -1)
         return self.emit(torch.cat([words, self.form(batch), self.position_emb(positions)], -1))
 
+    def relation_out(self, f: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """MRE: log-probabilities (N, C) of the marked pair, as {"final": ...} (+ "text" from the word-pair head)."""
+        if self.cfg.head.relation == "markers":
+            rows = torch.arange(f["words"].shape[0], device=f["words"].device)
+            h, t = f["words"][rows, batch["pair"][:, 0]], f["words"][rows, batch["pair"][:, 1]]  # (N, D) each
+            return {"final": torch.log_softmax(self.marker_pair(torch.cat([h, t], -1)), -1)}
+        return self.pair(f["words"], self.form(batch), batch["pair"])  # one cell per post: (<h>, <t>)
+
     def main_loss(self, f: dict, batch: dict) -> torch.Tensor:
-        """The task's own loss: CRF NLL (MNER) or the word-pair NLL of the marked cell (MRE) or the grid (MJERE)."""
+        """The task's own loss: CRF NLL (MNER) or the NLL of the marked pair (MRE) or of the grid (MJERE)."""
         if self.task == "mner":
             return self.crf.nll(self.emissions(f["words"], batch), batch["tags"], batch["word_mask"])
-        if self.task == "mre":  # one cell per post: the marked (head, tail) pair
-            return grid_loss(self.pair(f["words"], self.form(batch), batch["pair"]), batch["relation"])
-        return grid_loss(self.pair(f["words"], self.form(batch)), batch["grid"])
+        if self.task == "mre":
+            return grid_loss(self.relation_out(f, batch), batch["relation"], self.class_weight)
+        return grid_loss(self.pair(f["words"], self.form(batch)), batch["grid"], self.class_weight)
 
     def align_losses(self, f: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Shap-CA's alignment (context <-> text, context <-> image) and MGIPS-CL's implicit positives."""
@@ -138,9 +153,21 @@ class Extractor(nn.Module):
         if self.task == "mner":
             paths = self.crf.decode(self.emissions(f["words"], batch), batch["word_mask"])
             return [[self.classes[t] for t in p] for p in paths]
+        margin = float(self.none_margin)
         if self.task == "mre":
-            cell = self.pair(f["words"], self.form(batch), batch["pair"])["final"]  # (N, C)
-            return [self.classes[i] for i in cell.argmax(-1).tolist()]
+            pred = calibration.decode(self.relation_out(f, batch)["final"], margin)  # (N,)
+            return [self.classes[i] for i in pred.tolist()]
         logp = self.pair(f["words"], self.form(batch))["final"]  # (N, W, W, C)
-        score, pred = logp.exp().max(-1)
+        pred = calibration.decode(logp, margin)
+        score = logp.gather(-1, pred[..., None]).squeeze(-1).exp()
         return [decode_joint(pred[i], score[i], n_words[i], self.classes) for i in range(logp.shape[0])]
+
+    @torch.no_grad()
+    def relation_logp(self, batch: dict) -> list[torch.Tensor]:
+        """Per example: MRE (C,) log-probabilities of the marked pair; MJERE (W, W, C) over its words (for
+        choosing the `None` margin on dev)."""
+        f = self.features(batch)
+        if self.task == "mre":
+            return list(self.relation_out(f, batch)["final"])
+        logp = self.pair(f["words"], self.form(batch))["final"]
+        return [logp[i, :n, :n] for i, n in enumerate(batch["word_mask"].sum(1).tolist())]

@@ -58,7 +58,7 @@ def predict_posts(model, cfg, posts: list[dict], image_root: Path | None) -> lis
             images[ex.image] = model.encoder.vision.preprocess(img) if status == "ok" else images[STAND_IN]
     pos = PosTagger().tag([ex.tokens for ex in examples])
     feats, _ = build_features(cfg.task, examples, model.encoder.tokenizer, pos, contexts, cfg.data.max_length,
-                              model.classes)
+                              model.classes, cfg.data.markers)
     preds = predict_features(model, feats, images, model.encoder.tokenizer.pad_token_id, cfg.task,
                              cfg.train.eval_batch_size)
     out = []

@@ -1,5 +1,5 @@
-"""Write a metrics report as JSON plus a plot: per-type F1 bars (entities, relations) and, for relation
-extraction, the confusion matrix."""
+"""Write a metrics report as JSON plus plots: per-type F1 bars (entities, relations), for relation extraction the
+confusion matrix, and a run's training curves (dev P/R/F1 and train loss per epoch)."""
 from __future__ import annotations
 
 import json
@@ -49,6 +49,32 @@ def plot_confusion(confusion: dict[str, dict[str, int]], title: str, path: Path)
     ax.set_xlabel("predicted")
     ax.set_ylabel("gold (row-normalised)")
     ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(history: list[dict], title: str, path: Path) -> Path:
+    """Per epoch: dev F1, precision, recall (and entity F1 for MJERE) on the left, the train loss terms on the right."""
+    plt = _plt()
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for key, style in (("dev/f1", "-o"), ("dev/precision", "--"), ("dev/recall", ":"), ("dev/entity_f1", "-s")):
+        if history and key in history[0]:
+            left.plot(epochs, [100 * h[key] for h in history], style, label=key.split("/", 1)[1], markersize=3)
+    left.set_xlabel("epoch")
+    left.set_ylabel("dev (%)")
+    left.legend(fontsize=7)
+    left.grid(alpha=0.3)
+    for key in ("train/loss", "train/main_loss"):
+        if history and key in history[0]:
+            right.plot(epochs, [h[key] for h in history], "-o", label=key.split("/", 1)[1], markersize=3)
+    right.set_xlabel("epoch")
+    right.set_ylabel("mean train loss")
+    right.legend(fontsize=7)
+    right.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -18,7 +18,7 @@ from common.errors import DataError, MmieError
 from common.fusion import FusionEncoder
 from common.optim import adamw, warmup_cosine
 from common.tracking import make_logger
-from finetune import checkpoint
+from finetune import calibration, checkpoint
 from finetune.batches import batches, build_features, collate, predict_features, task_classes
 from finetune.config import FinetuneConfig
 from finetune.context import build_context
@@ -28,7 +28,7 @@ from finetune.metrics import joint_scores, ner_scores, re_scores
 from finetune.model import Extractor
 from finetune.pos import PosTagger
 from finetune.readers import read_task
-from finetune.report import write_report
+from finetune.report import plot_curves, write_report
 
 LOSS_TERMS = ("main_loss", "semantic_loss", "modality_loss", "ips_loss", "loss")
 STAND_IN_NOTE = ("a missing or unreadable picture is one grey stand-in; its vision features are computed once, "
@@ -76,7 +76,7 @@ def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, cla
         images[ex.image] = images[STAND_IN] if status != "ok" else encoder.vision.preprocess(img)
     pos = pos_tagger.tag([ex.tokens for ex in examples])
     feats, truncation = build_features(cfg.task, examples, encoder.tokenizer, pos, contexts, cfg.data.max_length,
-                                       classes)
+                                       classes, cfg.data.markers)
     counts = store.report() if cfg.data.image == "on" else {"disabled": len(examples)}
     stand_in = sum(images[ex.image] is images[STAND_IN] for ex in examples)
     handling = {"posts_with_picture": len(examples) - stand_in, "posts_with_stand_in": stand_in,
@@ -173,10 +173,28 @@ class FinetuneTrainer:
         sched.step()
         return terms
 
-    def predict_split(self, name: str) -> list:
+    def predict_split(self, name: str, method: str = "predict") -> list:
         data = self.data[name]
         return predict_features(self.model, data.feats, data.images, self.pad_id, self.cfg.task,
-                                self.cfg.train.eval_batch_size, None if self.quiet else f"eval {name}")
+                                self.cfg.train.eval_batch_size, None if self.quiet else f"eval {name}", method)
+
+    def tune_none_margin(self) -> dict | None:
+        """MRE/MJERE: the `None` margin (calibration.py) with the best dev F1, set on the model for test."""
+        if self.cfg.task == "mner" or not self.cfg.head.tune_none:
+            return None
+        logps = self.predict_split("dev", method="relation_logp")
+        dev = self.data["dev"]
+        if self.cfg.task == "mre":
+            found = calibration.best_none_margin(torch.tensor([f.labels for f in dev.feats]), torch.stack(logps))
+        else:
+            examples = dev.split.examples
+            found = calibration.best_joint_margin(logps, self.classes, [ex.triples for ex in examples],
+                                                  [ex.entities for ex in examples])
+        self.model.none_margin.fill_(found["margin"])
+        if not self.quiet:
+            tqdm.write(f"`None` margin {found['margin']:+.3f} chosen on dev: F1 {100 * found['f1_at_zero']:.2f} -> "
+                       f"{100 * found['f1']:.2f}")
+        return found
 
     def fit(self) -> dict:
         cfg, t = self.cfg, self.cfg.train
@@ -215,6 +233,7 @@ class FinetuneTrainer:
                 bar.set_postfix(loss=f"{losses['loss']:.3f}")
             dev = score(cfg.task, self.data["dev"], self.predict_split("dev"))
             metrics = {f"train/{k}": v / steps_per_epoch for k, v in sums.items()}
+            metrics.update({f"lr/{g}": lr for g, lr in zip(("encoder", "crf", "rest"), sched.get_last_lr())})
             metrics.update({f"dev/{k}": dev[k] for k in ("f1", "precision", "recall")})
             if cfg.task == "mjere":
                 metrics["dev/entity_f1"] = dev["entity"]["f1"]
@@ -235,6 +254,7 @@ class FinetuneTrainer:
             done = epoch
         if best["epoch"]:
             self.model.load_state_dict(checkpoint.load_best(self.ckpt_dir, best["epoch"]))
+        margin = self.tune_none_margin()
         test_preds = self.predict_split("test")
         test = score(cfg.task, self.data["test"], test_preds)
         wall = wall_before + time.perf_counter() - t0
@@ -242,7 +262,8 @@ class FinetuneTrainer:
         result = {
             "task": cfg.task, "init": cfg.init, "image": cfg.data.image, "context": cfg.data.context,
             "threads": torch.get_num_threads(),
-            "dev": best["dev"], "test": test, "epochs": done, "best_epoch": best["epoch"], "wall_s": round(wall, 1),
+            "dev": best["dev"], "none_margin": margin, "test": test, "epochs": done, "best_epoch": best["epoch"],
+            "wall_s": round(wall, 1),
             "resumed_after_epochs": resumed_at, "history": history,
             "missing_images": {k: d.image_counts for k, d in self.data.items()},
             "image_handling": {"stand_in": STAND_IN_NOTE, **{k: d.image_handling for k, d in self.data.items()}},
@@ -266,6 +287,8 @@ class FinetuneTrainer:
                                     "pred": _jsonable(p)}) + "\n")
         title = f"{self.cfg.task} test ({Path(self.cfg.data.dir).name}, init {Path(self.cfg.init).name})"
         paths = write_report(result["test"], out / "reports", "test", title)
+        paths["curves"] = plot_curves(result["history"], f"{self.cfg.task} training ({Path(self.cfg.data.dir).name})",
+                                      out / "reports" / "curves.png")
         self.save_model(out / "model")
         for p in [out / "config.yaml", out / "metrics.json", *paths.values()]:
             self.logger.log_artifact(p)
@@ -298,7 +321,8 @@ def load_trained(run: Path) -> tuple[Extractor, FinetuneConfig]:
     classes = json.loads((model_dir / "classes.json").read_text())
     model = Extractor(encoder, cfg, classes)
     missing = model.load_state_dict(load_file(str(model_dir / "heads.safetensors")), strict=False)
-    bad = [k for k in missing.missing_keys if not k.startswith("encoder.")] + list(missing.unexpected_keys)
+    bad = [k for k in missing.missing_keys if not k.startswith("encoder.") and k != "none_margin"]  # older runs: 0
+    bad += list(missing.unexpected_keys)
     if bad:
         raise MmieError(f"{run}: saved heads do not match the model ({bad[0]})")
     return model.eval(), cfg

@@ -134,13 +134,13 @@ class WordPairHead(nn.Module):
         return {"final": final, "text": log_p_t}
 
 
-def grid_loss(out: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """Masked NLL of the final and the text-channel distributions; labels (N, W, W) with IGNORE cells, or (N,)
-    for the (N, C) outputs of chosen cells."""
+def grid_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Masked NLL of the final and (when given) the text-channel distributions; labels (N, W, W) with IGNORE cells,
+    or (N,) for the (N, C) outputs of chosen cells; `weight` (C,) re-weights the classes (a weighted mean)."""
     C = out["final"].shape[-1]
     keep = labels != IGNORE
     if not bool(keep.any()):
         return out["final"].sum() * 0.0
     y = labels[keep]
-    return F.nll_loss(out["final"].reshape(-1, C)[keep.reshape(-1)], y) + \
-        F.nll_loss(out["text"].reshape(-1, C)[keep.reshape(-1)], y)
+    return sum(F.nll_loss(out[k].reshape(-1, C)[keep.reshape(-1)], y, weight=weight)
+               for k in ("final", "text") if k in out)

@@ -128,4 +128,16 @@ def test_every_finetune_task_config_loads_and_sets_its_task():
 
     for task in ("mner", "mre", "mjere"):
         cfg = load_config(FinetuneConfig, task_config_path(task))
-        assert cfg.task == task and cfg.train.epochs >= 5 and cfg.align.alpha == 0.2
+        assert cfg.task == task and cfg.train.epochs >= 3 and cfg.align.alpha == 0.2
+        assert cfg.head.relation == ("markers" if task == "mre" else "wordpair")
+        assert cfg.head.none_weight == (0.1 if task == "mjere" else 1.0)
+
+
+def test_none_override_picks_a_literal_none_option():
+    @dataclass
+    class Data:
+        image: Literal["on", "none"] = "on"
+
+    assert load_config(Data, None, ["image=none"]).image == "none"  # `none` parses as null; the option is meant
+    with pytest.raises(ConfigError, match="is not one of"):
+        load_config(Cfg, None, ["train.schedule=none"])

@@ -45,6 +45,7 @@ def test_two_epoch_run_of_each_task(task, sub, synth_dir, mjere_dir, tmp_path):
     preds = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == m["test"].get("n_examples", len(preds)) and {"uid", "gold", "pred"} <= set(preds[0])
     assert (run / "reports" / "test.json").is_file() and (run / "reports" / "test_f1.png").is_file()
+    assert (run / "reports" / "curves.png").stat().st_size > 1000 and all("lr/encoder" in h for h in m["history"])
     assert (run / "config.yaml").is_file() and (run / "model" / "heads.safetensors").is_file()
     import mlflow
 
@@ -52,6 +53,7 @@ def test_two_epoch_run_of_each_task(task, sub, synth_dir, mjere_dir, tmp_path):
     (r,) = client.search_runs([client.get_experiment_by_name("mmie-finetune").experiment_id])
     assert r.data.params["task"] == task and r.data.params["align.alpha"] == "0.2"
     assert [x.step for x in client.get_metric_history(r.info.run_id, "dev/f1")] == [1, 2]
+    assert "curves.png" in {a.path for a in client.list_artifacts(r.info.run_id)}
     if task == "mner":  # the predict CLI reads the run back
         out = subprocess.run([sys.executable, "-m", "finetune.predict", "--run", str(run), "--text",
                               "Look at Jordan today !"], capture_output=True, text=True, cwd=REPO)

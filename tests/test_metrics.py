@@ -52,6 +52,17 @@ def test_joint_known_answer_exact_triples_and_entities():
     assert (s["tp"], s["n_pred"], s["n_gold"]) == (1, 2, 2) and s["f1"] == pytest.approx(0.5)
     e = s["entity"]  # gold {A, B, C}, pred {A, B, C-as-ORG}
     assert (e["tp"], e["n_pred"], e["n_gold"]) == (2, 3, 3)
+    assert s["errors"]["found"] == 1 and s["errors"]["one entity missed"] == 1
+
+
+def test_triple_errors_say_where_each_gold_triple_went():
+    A, B, C, D = Span(0, 1, "PER"), Span(2, 3, "ORG"), Span(4, 5, "LOC"), Span(6, 7, "PER")
+    gold = [[Triple(A, B, "member_of"), Triple(A, C, "lives_in"), Triple(D, B, "member_of"), Triple(C, B, "x"),
+             Triple(B, D, "y"), Triple(Span(8, 9, "PER"), Span(9, 10, "PER"), "peer")]]
+    pred = [[Triple(A, B, "member_of"), Triple(A, C, "born_in"), Triple(B, D, "member_of")]]
+    errors = joint_scores(gold, pred, pred_entities=[[A, B, C, D]])["errors"]
+    assert errors == {"found": 1, "relation mislabelled": 2, "relation reversed": 1, "relation missed": 1,
+                      "one entity missed": 0, "both entities missed": 1}
 
 
 def test_empty_predictions_give_zero_not_nan():
