@@ -108,6 +108,10 @@ def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list
                 report["pairs_truncated"] = report.get("pairs_truncated", 0) + 1
         else:
             f.labels = encode_joint(ex, classes, f.n_words)
+            unseen = sum(t.label not in classes for t in ex.triples)
+            if unseen:  # scored as misses (wordpair.encode_joint)
+                report["triples_with_relations_unseen_in_train"] = report.get(
+                    "triples_with_relations_unseen_in_train", 0) + unseen
         feats.append(f)
     return feats, report
 

@@ -8,7 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from common.errors import ConfigError
 from common.fusion import ModelConfig
+
+
+def check_ranges(section: str, obj, rules: dict[str, tuple[float, float | None]]) -> None:
+    """Each field named in `rules` lies in [low, high] (high None: no upper bound), else a one-line ConfigError
+    naming section.field: a zero batch size or epoch count fails here, not as a ZeroDivisionError mid-run."""
+    for name, (low, high) in rules.items():
+        value = getattr(obj, name)
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"{section}.{name}: must be {bound}, got {value}")
 
 
 @dataclass
@@ -20,6 +31,9 @@ class DataConfig:
     max_length: int = 128  # sub-tokens of text + context
     max_train: int = 0  # use only the first N training examples (0 = all)
     markers: Literal["tokens", "punct"] = "tokens"  # MRE entity markers: [unusedN] tokens | brackets (batches.py)
+
+    def __post_init__(self):
+        check_ranges("data", self, {"max_length": (8, 512), "max_train": (0, None)})
 
 
 @dataclass
@@ -45,6 +59,10 @@ class HeadConfig:
     none_weight: float = 1.0  # MRE/MJERE: the loss weight of the `None` class (1 = unweighted)
     tune_none: bool = True  # MRE/MJERE: choose on dev the margin by which `None` must win (calibration.py)
 
+    def __post_init__(self):
+        check_ranges("head", self, {"hidden": (1, None), "pos_dim": (1, None), "position_dim": (1, None),
+                                    "dropout": (0.0, 0.99), "none_weight": (1e-6, None)})
+
 
 @dataclass
 class TrainConfig:
@@ -62,6 +80,12 @@ class TrainConfig:
     bucket_pool: int = 0  # >0: sort each run of this many shuffled batches by length (less padding); 0: plain shuffle
     threads: int = 0  # torch threads; 0 = torch's default (every core)
     keep_checkpoints: bool = False  # keep <run>/checkpoints/ after a run finishes (--resume needs them until then)
+
+    def __post_init__(self):
+        check_ranges("train", self, {"epochs": (1, None), "batch_size": (1, None), "eval_batch_size": (1, None),
+                                     "lr": (1e-12, None), "encoder_lr": (0.0, None), "crf_lr": (0.0, None),
+                                     "weight_decay": (0.0, None), "warmup_ratio": (0.0, 0.99), "clip": (1e-12, None),
+                                     "patience": (1, None), "bucket_pool": (0, None), "threads": (0, None)})
 
 
 @dataclass

@@ -37,8 +37,8 @@ class ImageStore:
                 with Image.open(path) as im:
                     img = im.convert("RGB")
                 status = "ok"
-            except (UnidentifiedImageError, OSError, ValueError):
-                status, img = "unreadable", default_image()
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+                status, img = "unreadable", default_image()  # a decompression bomb too: counted, never decoded
         if name not in self.seen:
             self.seen.add(name)
             self.counts[status] += 1

@@ -94,15 +94,35 @@ def read_twitter(path: Path, split: str = "") -> Split:
             if current is None:
                 raise DataError(f"{path}:{n}: token line outside a tweet (no IMGID: line before it)")
             token, tag = line.rsplit("\t", 1)
+            if not token:  # (a whitespace-only token is a word: Twitter-2015's valid.txt has a lone no-break space)
+                raise DataError(f"{path}:{n}: empty token before the tag {tag.strip()!r}")
             current["tokens"].append(token)
             current["tags"].append(_normalise_tag(tag.strip(), path, n))
     close()
     return out
 
 
-def _mnre_span(d: dict, key: str, n_tokens: int) -> Span | None:
-    s, e = d[key]["pos"]
-    return Span(int(s), int(e)) if 0 <= s < e <= n_tokens else None
+def _tokens(value, where: str) -> list[str]:
+    """A sentence's words: a list of strings (a string would be split into characters, so it is an error)."""
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise DataError(f"{where}: field token: expected a list of strings, got {_show(value)}")
+    return value
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _span(entity, where: str, field: str, n_tokens: int) -> Span | None:
+    """An entity's end-exclusive word span from its "pos" [start, end] (integers); None when outside the words."""
+    pos = entity.get("pos") if isinstance(entity, dict) else None
+    if not isinstance(entity, dict) or not isinstance(pos, (list, tuple)) or len(pos) != 2 or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in pos):
+        got = _show(pos) if isinstance(entity, dict) else _show(entity)
+        raise DataError(f"{where}: field {field}: expected an object whose pos is [start, end] integers, got {got}")
+    s, e = pos
+    return Span(s, e) if 0 <= s < e <= n_tokens else None
 
 
 def read_mnre(path: Path, split: str = "") -> Split:
@@ -119,11 +139,12 @@ def read_mnre(path: Path, split: str = "") -> Split:
             raise DataError(f"{path}:{n}: expected a dict with token, h, t, img_id, relation")
         if d["relation"] not in MNRE_RELATIONS:
             raise DataError(f"{path}:{n}: unknown relation label {d['relation']!r}")
-        tokens = list(d["token"])
+        where = f"{path}:{n}"
+        tokens = _tokens(d["token"], where)
         if not tokens:
             out.skipped["empty sentence"] += 1
             continue
-        h, t = _mnre_span(d, "h", len(tokens)), _mnre_span(d, "t", len(tokens))
+        h, t = _span(d["h"], where, "h", len(tokens)), _span(d["t"], where, "t", len(tokens))
         if h is None or t is None:
             out.skipped["span outside the tokens"] += 1
             continue
@@ -132,13 +153,13 @@ def read_mnre(path: Path, split: str = "") -> Split:
     return out
 
 
-def _mjere_entity(ent: dict, n_tokens: int, where: str) -> Span | None:
-    etype = str(ent.get("tags", "")).upper()
-    etype = _TAG_TYPES.get(etype)
+def _mjere_entity(ent, n_tokens: int, where: str, field: str) -> Span | None:
+    span = _span(ent, where, field, n_tokens)
+    etype = _TAG_TYPES.get(str(ent.get("tags", "")).upper())
     if etype is None:
-        raise DataError(f"{where}: entity type {ent.get('tags')!r} is not one of {', '.join(ENTITY_TYPES)}")
-    s, e = ent["pos"]
-    return Span(int(s), int(e), etype) if 0 <= s < e <= n_tokens else None
+        raise DataError(f"{where}: field {field}.tags: entity type {ent.get('tags')!r} is not one of "
+                        f"{', '.join(ENTITY_TYPES)}")
+    return None if span is None else Span(span.start, span.end, etype)
 
 
 def read_mjere(path: Path, split: str = "") -> Split:
@@ -152,19 +173,29 @@ def read_mjere(path: Path, split: str = "") -> Split:
     out = Split(split or path.stem, path, examples)
     for i, pack in enumerate(packs):
         where = f"{path}: sentence {i}"
-        tokens = list(pack.get("token", []))
+        if not isinstance(pack, dict):
+            raise DataError(f"{where}: expected an object with token, img_id, label_list, got {_show(pack)}")
+        tokens = _tokens(pack.get("token", []), where)
         if not tokens:
             out.skipped["empty sentence"] += 1
             continue
         triples, entities = [], set()
-        for item in pack.get("label_list", []):
-            triple = item[0] if isinstance(item, list) else item
-            head = _mjere_entity(triple["beg_ent"], len(tokens), where)
-            tail = _mjere_entity(triple["sec_ent"], len(tokens), where)
+        labels = pack.get("label_list", [])
+        if not isinstance(labels, list):
+            raise DataError(f"{where}: field label_list: expected a list, got {_show(labels)}")
+        for k, item in enumerate(labels):
+            triple = item[0] if isinstance(item, list) and item else item
+            at = f"{where}, label {k}"
+            if not isinstance(triple, dict) or not {"beg_ent", "sec_ent", "relation"} <= set(triple):
+                raise DataError(f"{at}: expected an object with beg_ent, sec_ent, relation, got {_show(triple)}")
+            if not isinstance(triple["relation"], str) or not triple["relation"]:
+                raise DataError(f"{at}: field relation: expected a name, got {_show(triple['relation'])}")
+            head = _mjere_entity(triple["beg_ent"], len(tokens), at, "beg_ent")
+            tail = _mjere_entity(triple["sec_ent"], len(tokens), at, "sec_ent")
             if head is None or tail is None:
                 out.skipped["span outside the tokens"] += 1
                 continue
-            triples.append(Triple(head, tail, str(triple["relation"])))
+            triples.append(Triple(head, tail, triple["relation"]))
             entities.update((head, tail))
         examples.append(Example(uid=f"{path.name}:{i}", tokens=tokens, image=str(pack.get("img_id", "")),
                                 entities=sorted(entities), triples=triples))

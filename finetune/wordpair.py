@@ -27,7 +27,8 @@ def joint_classes(relations: list[str]) -> list[str]:
 
 
 def encode_joint(ex: Example, classes: list[str], n_words: int | None = None) -> torch.Tensor:
-    """Gold entities and triples of `ex` -> (W, W) class ids (0 = none)."""
+    """Gold entities and triples of `ex` -> (W, W) class ids (0 = none). A relation outside `classes` (one the
+    training split lacks) has no class to learn: its cell stays none, and the scorer counts the triple as missed."""
     W = n_words or len(ex.tokens)
     index = {c: i for i, c in enumerate(classes)}
     grid = torch.zeros(W, W, dtype=torch.long)
@@ -35,7 +36,7 @@ def encode_joint(ex: Example, classes: list[str], n_words: int | None = None) ->
         if e.end <= W:
             grid[e.end - 1, e.start] = index[e.label]
     for t in ex.triples:
-        if t.label != NONE_RELATION and t.head.end <= W and t.tail.end <= W:
+        if t.label in index and t.label != NONE_RELATION and t.head.end <= W and t.tail.end <= W:
             grid[t.head.start, t.tail.start] = index[t.label]
     return grid
 

@@ -1,0 +1,128 @@
+"""Hostile inputs to the fine-tuning readers, config and images: each one either stops with a one-line DataError /
+ConfigError naming file, line (or sentence) and field, or is skipped and counted — never a traceback from deep
+inside, never a silently wrong example. The corpus is made here, by code."""
+import json
+
+import pytest
+from PIL import Image
+
+from common.config import load_config
+from common.errors import ConfigError, DataError
+from finetune.config import FinetuneConfig, task_config_path
+from finetune.images import ImageStore
+from finetune.readers import read_mjere, read_mnre, read_twitter
+
+GOOD_MNRE = {"token": ["Ann", "met", "Bob"], "h": {"name": "Ann", "pos": [0, 1]}, "t": {"name": "Bob", "pos": [2, 3]},
+             "img_id": "x.jpg", "relation": "/per/per/peer"}
+
+
+def mnre_line(**change):
+    d = {**GOOD_MNRE, **change}
+    return repr(d)
+
+
+@pytest.mark.parametrize("line,field", [
+    (mnre_line(h={"name": "Ann"}), "field h: expected an object whose pos is [start, end] integers, got NoneType"),
+    (mnre_line(t="Bob"), "field t: expected an object whose pos is [start, end] integers, got str 'Bob'"),
+    (mnre_line(h={"pos": ["0", "1"]}), "field h: expected an object whose pos is [start, end] integers, got list"),
+    (mnre_line(h={"pos": [0, 1, 2]}), "field h: expected an object whose pos is [start, end] integers, got list"),
+    (mnre_line(t={"pos": [2.7, 3]}), "field t: expected an object whose pos is [start, end] integers, got list"),
+    (mnre_line(h={"pos": [True, 1]}), "field h: expected an object whose pos is [start, end] integers"),
+    (mnre_line(token="Ann met Bob"), "field token: expected a list of strings, got str 'Ann met Bob'"),
+    (mnre_line(token=["Ann", 3, "Bob"]), "field token: expected a list of strings, got list"),
+])
+def test_mnre_structurally_wrong_records_name_file_line_and_field(tmp_path, line, field):
+    path = tmp_path / "mnre_train.txt"
+    path.write_text(mnre_line() + "\n" + line + "\n")
+    with pytest.raises(DataError) as e:
+        read_mnre(path)
+    assert str(e.value).startswith(f"{path}:2: {field}"), str(e.value)
+
+
+def test_mnre_span_outside_the_words_is_skipped_and_counted(tmp_path):
+    path = tmp_path / "mnre_train.txt"
+    path.write_text(mnre_line() + "\n" + mnre_line(t={"pos": [2, 9]}) + "\n")
+    split = read_mnre(path)
+    assert len(split) == 1 and split.skipped["span outside the tokens"] == 1
+
+
+def mjere(tmp_path, packs):
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(packs))
+    return path
+
+
+def ent(s, e, tag="PER"):
+    return {"name": "x", "pos": [s, e], "tags": tag}
+
+
+GOOD_PACK = {"token": ["Ann", "at", "Acme"], "img_id": "x.jpg",
+             "label_list": [[{"beg_ent": ent(0, 1), "sec_ent": ent(2, 3, "ORG"), "relation": "member_of"}]]}
+
+
+@pytest.mark.parametrize("pack,message", [
+    (["Ann", "at", "Acme"], "sentence 1: expected an object with token, img_id, label_list, got list"),
+    ({**GOOD_PACK, "label_list": [[{"sec_ent": ent(2, 3), "relation": "r"}]]},
+     "sentence 1, label 0: expected an object with beg_ent, sec_ent, relation, got dict"),
+    ({**GOOD_PACK, "label_list": "member_of"}, "sentence 1: field label_list: expected a list, got str"),
+    ({**GOOD_PACK, "label_list": [[{"beg_ent": ent(0, 1), "sec_ent": "Acme", "relation": "r"}]]},
+     "sentence 1, label 0: field sec_ent: expected an object whose pos is [start, end] integers, got str 'Acme'"),
+    ({**GOOD_PACK, "label_list": [[{"beg_ent": ent(0, 1), "sec_ent": ent(2, 3), "relation": None}]]},
+     "sentence 1, label 0: field relation: expected a name, got NoneType"),
+    ({**GOOD_PACK, "token": "Ann at Acme"}, "sentence 1: field token: expected a list of strings, got str"),
+    ({**GOOD_PACK, "label_list": [[{"beg_ent": ent(0, 1, "GPE"), "sec_ent": ent(2, 3), "relation": "r"}]]},
+     "sentence 1, label 0: field beg_ent.tags: entity type 'GPE' is not one of"),
+])
+def test_mjere_structurally_wrong_entries_name_file_sentence_and_field(tmp_path, pack, message):
+    path = mjere(tmp_path, [GOOD_PACK, pack])
+    with pytest.raises(DataError) as e:
+        read_mjere(path)
+    assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
+
+
+def test_empty_conll_token_names_file_and_line_but_a_no_break_space_is_a_word(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("IMGID:1\nAnn\tB-PER\n\tO\n\n")
+    with pytest.raises(DataError, match=r"train.txt:3: empty token before the tag 'O'"):
+        read_twitter(path)
+    path.write_text("IMGID:1\nAnn\tB-PER\n\xa0\tO\n\n")  # as in Twitter-2015's valid.txt
+    assert read_twitter(path).examples[0].tokens == ["Ann", "\xa0"]
+
+
+def test_a_decompression_bomb_is_counted_unreadable_not_raised(tmp_path, monkeypatch):
+    Image.new("L", (120, 120)).save(tmp_path / "big.png")
+    Image.new("L", (8, 8)).save(tmp_path / "small.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 14,400 pixels > 2x the limit: PIL raises
+    store = ImageStore(tmp_path)
+    assert store.open("big.png")[1] == "unreadable" and store.open("small.png")[1] == "ok"
+    assert store.report() == {"ok": 1, "missing": 0, "unreadable": 1}
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=0", "train.epochs: must be >= 1, got 0"),
+    ("train.batch_size=0", "train.batch_size: must be >= 1, got 0"),
+    ("data.max_train=-30", "data.max_train: must be >= 0, got -30"),
+    ("train.warmup_ratio=1.5", "train.warmup_ratio: must be in [0.0, 0.99], got 1.5"),
+    ("head.none_weight=0", "head.none_weight: must be >= 1e-06, got 0.0"),
+    ("data.max_length=4", "data.max_length: must be in [8, 512], got 4"),
+])
+def test_out_of_range_settings_are_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        load_config(FinetuneConfig, task_config_path("mner"), [override])
+
+
+def test_mjere_relation_missing_from_train_is_a_miss_not_a_crash(tmp_path):
+    from finetune.run import main
+
+    data = tmp_path / "mjere"
+    data.mkdir()
+    other = {**GOOD_PACK, "label_list": [[{"beg_ent": ent(0, 1), "sec_ent": ent(2, 3, "LOC"), "relation": "lives_in"}]]}
+    (data / "train.json").write_text(json.dumps([GOOD_PACK] * 6))
+    for name in ("val.json", "test.json"):
+        (data / name).write_text(json.dumps([GOOD_PACK, other]))
+    run = tmp_path / "run"
+    assert main(["--task", "mjere", "--data", str(data), "--init", "none", "--run-dir", str(run), "--tracking-uri",
+                 "none", "train.epochs=1", "train.batch_size=4", "data.image=none", "model.image_size=64"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["truncation"]["test"]["triples_with_relations_unseen_in_train"] == 1
+    assert m["test"]["n_gold"] == 2 and m["test"]["tp"] <= 1  # the unseen relation can only be missed
