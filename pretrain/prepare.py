@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import io
 import json
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -50,10 +51,30 @@ def vocab_digest(vocab: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def read_vocab(path: Path) -> dict:
+    """A vocab.json written by an earlier prepare (e.g. the train split's, reused for val), checked field by field."""
+    if not path.is_file():
+        raise DataError(f"--vocab {path} does not exist")
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a vocab.json written by pretrain.prepare ({e})") from None
+    if not isinstance(vocab, dict):
+        raise DataError(f"{path}: expected a JSON object with entities, relations, entity_prompt, relation_prompt")
+    for field in ("entities", "relations"):
+        value = vocab.get(field)
+        if not isinstance(value, list) or not value or not all(isinstance(x, str) and x for x in value):
+            raise DataError(f"{path}: field {field}: expected a non-empty list of names")
+    for field in ("entity_prompt", "relation_prompt"):
+        value = vocab.get(field)
+        if not isinstance(value, str) or value.count("{}") != 1:
+            raise DataError(f"{path}: field {field}: expected a prompt with one {{}} slot, got {value!r:.60}")
+    return vocab
+
+
 def build_vocab(pairs: list[Pair], args) -> dict:
     if args.vocab:
-        vocab = json.loads(Path(args.vocab).read_text())
-        return vocab
+        return read_vocab(Path(args.vocab))
     captions = sorted({p.caption for p in pairs})
     vocab = {"entities": entity_vocab(captions, args.entities), "relations": relation_vocab(args.relations),
              "entity_prompt": ENTITY_PROMPT, "relation_prompt": RELATION_PROMPT}
@@ -93,14 +114,43 @@ class Labeller:
 
 
 def prepare(args) -> dict:
+    out = Path(args.out)
+    # Everything is written to a staging directory beside `out` and swapped in only when it is complete, so a run
+    # that fails (bad flag, missing weights, nearly every pair skipped, a kill) leaves an earlier output untouched.
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        manifest = _prepare_into(staging, args)
+        out.mkdir(parents=True, exist_ok=True)
+        for old in [*out.glob("shard-*.tar"), out / "vocab.json", out / "manifest.json"]:
+            old.unlink(missing_ok=True)  # a re-run replaces the shards, never mixes them
+        for new in sorted(staging.iterdir()):
+            new.replace(out / new.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def check_not_empty(counts: Counter, skipped: Counter, n_annotations: int, pairs: list[Pair], images: Path) -> None:
+    """Stop with an error when no sample was written or one reason skipped nearly every pair (>= 95%): that is a
+    wrong flag (most often --images pointing at the images/ folder instead of the root data.json's paths are
+    relative to), not a dataset to train on."""
+    reason, n = max(skipped.items(), key=lambda kv: kv[1], default=("", 0))
+    if counts["samples"] and n < 0.95 * n_annotations:
+        return
+    hint = ""
+    if reason == "image file missing" and pairs:
+        hint = (f"; looked for images under --images {images} (e.g. {pairs[0].image_path}): is it the root that "
+                f"data.json's image_path values are relative to?")
+    raise DataError(f"{counts['samples']} samples written: {n} of {n_annotations} pairs skipped as {reason!r}"
+                    f"{hint}")
+
+
+def _prepare_into(out: Path, args) -> dict:
     import webdataset as wds
 
     t0 = time.perf_counter()
-    out = Path(args.out)
-    if out.exists() and any(out.glob("shard-*.tar")):
-        for old in out.glob("shard-*.tar"):  # a re-run replaces the shards, never mixes them
-            old.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     pairs, skipped = read_pairs(Path(args.annotations), Path(args.data_json), Path(args.images))
     n_annotations = len(pairs) + sum(skipped.values())
     vocab = build_vocab(pairs, args)
@@ -139,6 +189,7 @@ def prepare(args) -> dict:
         bar.close()
     finally:
         writer.close()
+    check_not_empty(counts, skipped, n_annotations, pairs, Path(args.images))
     shards = sorted(f.name for f in out.glob("shard-*.tar"))
     per_shard = [min(args.shard_size, counts["samples"] - i * args.shard_size) for i in range(len(shards))]
     vocab["digest"] = vocab_digest(vocab)
@@ -154,6 +205,17 @@ def prepare(args) -> dict:
     return manifest
 
 
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1 (--shard-size 0 wrote one shard per sample with a manifest of zeros)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pretrain.prepare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,10 +228,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--entities", type=int, default=1000, help="M: entity vocabulary size (top spaCy nouns)")
     p.add_argument("--relations", type=Path, default=DEFAULT_RELATIONS, help="relation names, one per line")
     p.add_argument("--vocab", default=None, help="reuse this vocab.json (e.g. the train split's for val)")
-    p.add_argument("--top-k", type=int, default=5, help="soft-label entries kept per box / image")
+    p.add_argument("--top-k", type=positive, default=5, help="soft-label entries kept per box / image")
     p.add_argument("--max-boxes", type=int, default=6)
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
-    p.add_argument("--batch-size", type=int, default=64, help="pairs per teacher batch")
+    p.add_argument("--shard-size", type=positive, default=1000, help="samples per shard")
+    p.add_argument("--batch-size", type=positive, default=64, help="pairs per teacher batch")
     p.add_argument("--teacher-size", type=int, default=224, help="image size the label-bridge teacher sees")
     p.add_argument("--tau", type=float, default=None, help="teacher temperature (default: the teacher's)")
     return p
