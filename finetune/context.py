@@ -54,7 +54,10 @@ class FileContext(ContextSource):
             raise DataError(f"context file {path}: not a JSON object of image id -> text ({e})") from None
         if not isinstance(data, dict):
             raise DataError(f"context file {path}: expected a JSON object of image id -> text")
-        self.texts = {str(k): str(v) for k, v in data.items()}
+        bad = next((k for k, v in data.items() if v is not None and not isinstance(v, str)), None)
+        if bad is not None:
+            raise DataError(f"context file {path}: the value for {bad!r} is {type(data[bad]).__name__}, not text")
+        self.texts = {str(k): v for k, v in data.items() if v is not None}  # null: no description for that image
 
     def describe(self, names: list[str], store: ImageStore) -> list[str]:
         out = []

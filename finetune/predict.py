@@ -5,7 +5,10 @@
 
 JSONL input: one {"text" or "tokens", "image" (optional file name under --images, or a path), "head"/"tail"
 ([start, end) word spans; relation extraction only)} per line. Output: one JSON object per post with "entities"
-[{"start", "end", "type", "text"}] and "relations" [{"head", "tail", "label"}].
+[{"start", "end", "type", "text"}] and "relations" [{"head", "tail", "label"}]; "truncated_words" counts the words
+past data.max_length that the model never saw (they get no entity), and an MRE pair whose markers fell past it gets
+label null and a "warning" instead of a guess. A post whose picture is missing or unreadable is predicted with the
+grey stand-in and counted on stderr; `--image` naming a file that does not exist is an error.
 """
 from __future__ import annotations
 
@@ -25,19 +28,37 @@ from finetune.pos import PosTagger
 from finetune.readers import tags_to_spans
 
 
-def to_example(i: int, post: dict, task: str) -> Example:
-    tokens = post.get("tokens") or str(post.get("text", "")).split()
+def _word_span(value, where: str, key: str, n_words: int) -> Span:
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in value):
+        raise DataError(f"{where}: field {key}: expected [start, end] word indices, got {value!r:.60}")
+    if not 0 <= value[0] < value[1] <= n_words:
+        raise DataError(f"{where}: field {key}: span {list(value)} is outside the {n_words} words")
+    return Span(*value)
+
+
+def to_example(i: int, post, task: str, where: str | None = None) -> Example:
+    """One input post -> Example; `where` names it in errors (file:line for JSONL, else "post i")."""
+    where = where or f"post {i}"
+    if not isinstance(post, dict):
+        raise DataError(f"{where}: expected a JSON object with \"text\" or \"tokens\", got {type(post).__name__}")
+    tokens, text, image = post.get("tokens"), post.get("text", ""), post.get("image") or ""
+    if tokens is not None and (not isinstance(tokens, list) or not all(isinstance(w, str) and w for w in tokens)):
+        raise DataError(f"{where}: field tokens: expected a list of non-empty strings")
+    if not isinstance(text, str):
+        raise DataError(f"{where}: field text: expected a string, got {type(text).__name__}")
+    if not isinstance(image, str):
+        raise DataError(f"{where}: field image: expected a file name or path, got {type(image).__name__}")
+    tokens = tokens or text.split()
     if not tokens:
-        raise DataError(f"post {i}: no text")
-    ex = Example(uid=f"input:{i}", tokens=list(tokens), image=str(post.get("image") or ""))
+        raise DataError(f"{where}: no text")
+    ex = Example(uid=f"input:{i}", tokens=list(tokens), image=image)
     if task == "mner":
         ex.tags = ["O"] * len(tokens)
     elif task == "mre":
         if "head" not in post or "tail" not in post:
-            raise DataError(f"post {i}: relation extraction needs the entity pair: \"head\" and \"tail\" spans")
-        h, t = Span(*post["head"]), Span(*post["tail"])
-        if not (0 <= h.start < h.end <= len(tokens) and 0 <= t.start < t.end <= len(tokens)):
-            raise DataError(f"post {i}: head/tail span outside the {len(tokens)} words")
+            raise DataError(f"{where}: relation extraction needs the entity pair: \"head\" and \"tail\" spans")
+        h, t = (_word_span(post[k], where, k, len(tokens)) for k in ("head", "tail"))
         ex.triples = [Triple(h, t, NONE_RELATION)]
     return ex
 
@@ -46,29 +67,41 @@ def _entity(ex: Example, s: Span) -> dict:
     return {"start": s.start, "end": s.end, "type": s.label, "text": " ".join(ex.tokens[s.start:s.end])}
 
 
-def predict_posts(model, cfg, posts: list[dict], image_root: Path | None) -> list[dict]:
-    examples = [to_example(i, p, cfg.task) for i, p in enumerate(posts)]
+def predict_posts(model, cfg, posts: list[dict], image_root: Path | None, where: list[str] | None = None,
+                  counts: dict | None = None) -> list[dict]:
+    """Predictions per post; `counts` (if given) receives the picture outcomes ({"ok", "missing", "unreadable"})."""
+    examples = [to_example(i, p, cfg.task, where[i] if where else None) for i, p in enumerate(posts)]
     store = ImageStore(image_root or Path("/"))  # absolute image paths work with root "/"
     spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
     contexts = build_context(spec).describe([ex.image for ex in examples], store)
     images = {STAND_IN: model.encoder.vision.preprocess(default_image())}
+    status_of: dict[str, str] = {}  # each named picture: ok | missing | unreadable
     for ex in examples:
         if ex.image not in images:
             img, status = store.open(ex.image)
             images[ex.image] = model.encoder.vision.preprocess(img) if status == "ok" else images[STAND_IN]
+            if ex.image:
+                status_of[ex.image] = status
     pos = PosTagger().tag([ex.tokens for ex in examples])
     feats, _ = build_features(cfg.task, examples, model.encoder.tokenizer, pos, contexts, cfg.data.max_length,
                               model.classes, cfg.data.markers)
     preds = predict_features(model, feats, images, model.encoder.tokenizer.pad_token_id, cfg.task,
                              cfg.train.eval_batch_size)
+    if counts is not None:
+        counts.update({k: sum(v == k for v in status_of.values()) for k in ("ok", "missing", "unreadable")})
     out = []
-    for ex, p, ctx in zip(examples, preds, contexts):
-        row = {"tokens": ex.tokens, "image": ex.image, "context": ctx, "entities": [], "relations": []}
+    for ex, p, ctx, f in zip(examples, preds, contexts, feats):
+        row = {"tokens": ex.tokens, "image": ex.image, "context": ctx, "entities": [], "relations": [],
+               "truncated_words": sum(s < 0 for s in f.word_start)}
         if cfg.task == "mner":
             row["entities"] = [_entity(ex, s) for s in tags_to_spans(p)]
         elif cfg.task == "mre":
             t = ex.triples[0]
             row["entities"] = [_entity(ex, t.head), _entity(ex, t.tail)]
+            if f.word_start[f.pair[0]] < 0 or f.word_start[f.pair[1]] < 0:
+                p = None
+                row["warning"] = (f"the pair's markers fall past data.max_length={cfg.data.max_length} sub-tokens: "
+                                  "no relation is predicted")
             row["relations"] = [{"head": _entity(ex, t.head), "tail": _entity(ex, t.tail), "label": p}]
         else:
             ents, triples = p
@@ -93,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     from finetune.trainer import load_trained
 
+    if a.image and not Path(a.image).is_file():
+        raise DataError(f"--image {a.image} does not exist")
     model, cfg = load_trained(a.run)
+    where = None
     if a.text is not None:
         post: dict = {"text": a.text, "image": str(Path(a.image).resolve()) if a.image else ""}
         for key in ("head", "tail"):
@@ -107,17 +143,27 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not a.jsonl.is_file():
             raise DataError(f"{a.jsonl} does not exist")
-        posts = []
-        for n, line in enumerate(a.jsonl.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
+        posts, where = [], []
+        with open(a.jsonl, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
                 try:
-                    posts.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{a.jsonl}:{n}: not JSON ({e.msg})") from None
+                    line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{a.jsonl}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
+                if line.strip():
+                    try:
+                        posts.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{a.jsonl}:{n}: not JSON ({e.msg})") from None
+                    where.append(f"{a.jsonl}:{n}")
         root = a.images
+    counts: dict = {}
     with torch.no_grad():
-        for row in predict_posts(model, cfg, posts, root):
+        for row in predict_posts(model, cfg, posts, root, where, counts):
             sys.stdout.write(json.dumps(row) + "\n")
+    if counts["missing"] or counts["unreadable"]:
+        print(f"pictures: {counts['ok']} read, {counts['missing']} missing, {counts['unreadable']} unreadable "
+              f"(those posts were predicted with the grey stand-in)", file=sys.stderr)
     return 0
 
 

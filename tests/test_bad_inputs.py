@@ -223,3 +223,83 @@ def test_zero_shard_size_is_rejected_by_the_parser(synth_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         prepare_cli(news, tmp_path / "out", "--shard-size", "0")
     assert e.value.code == 2 and "--shard-size: must be >= 1, got 0" in capsys.readouterr().err
+
+
+# --- prediction from a trained run --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mre_run(tmp_path_factory):
+    """A one-epoch MRE run on the text-told relation set, with a short max_length so long posts get truncated."""
+    from finetune.run import main
+    from helpers.relation_text import write_relation_text
+
+    root = tmp_path_factory.mktemp("predict")
+    data = write_relation_text(root / "mnre", sizes={"train": 40, "val": 10, "test": 10})
+    run = root / "run"
+    assert main(["--task", "mre", "--data", str(data), "--init", "none", "--run-dir", str(run), "--tracking-uri",
+                 "none", "train.epochs=1", "train.batch_size=8", "data.image=none", "model.image_size=64",
+                 "data.max_length=24"]) == 0
+    return run
+
+
+def predict(run, *args):
+    import contextlib
+    import io
+
+    from finetune.predict import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["--run", str(run), *args])
+    return code, [json.loads(x) for x in out.getvalue().splitlines()], err.getvalue()
+
+
+@pytest.mark.parametrize("line,message", [
+    ('["Ann", "met", "Bob"]', ":2: expected a JSON object with \"text\" or \"tokens\", got list"),
+    ('{"text": "Ann met Bob", "head": [0.5, 1], "tail": [2, 3]}', ":2: field head: expected [start, end] word indices"),
+    ('{"text": "Ann met Bob", "head": [0, 1], "tail": [2, 9]}', ":2: field tail: span [2, 9] is outside the 3 words"),
+    ('{"text": "Ann met Bob", "head": [0, 1]}', ":2: relation extraction needs the entity pair"),
+    ('{"tokens": "Ann met Bob", "head": [0, 1], "tail": [2, 3]}', ":2: field tokens: expected a list of non-empty"),
+    ('{"text": ["Ann"], "head": [0, 1], "tail": [2, 3]}', ":2: field text: expected a string, got list"),
+])
+def test_predict_bad_jsonl_lines_name_file_line_and_field(mre_run, tmp_path, line, message):
+    path = tmp_path / "posts.jsonl"
+    path.write_text('{"text": "Ann met Bob", "head": [0, 1], "tail": [2, 3]}\n' + line + "\n")
+    with pytest.raises(DataError) as e:
+        predict(mre_run, "--jsonl", str(path))
+    assert str(e.value).startswith(f"{path}{message}"), str(e.value)
+
+
+def test_predict_non_utf8_line_and_missing_image_are_errors(mre_run, tmp_path):
+    path = tmp_path / "posts.jsonl"
+    path.write_bytes(b'{"text": "Ann met Bob", "head": [0, 1], "tail": [2, 3]}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"posts.jsonl:2: not UTF-8"):
+        predict(mre_run, "--jsonl", str(path))
+    with pytest.raises(DataError, match=r"--image .*nope.jpg does not exist"):
+        predict(mre_run, "--text", "Ann met Bob", "--head", "0:1", "--tail", "2:3", "--image", str(tmp_path / "nope.jpg"))
+
+
+def test_predict_says_what_truncation_and_missing_pictures_cost(mre_run, tmp_path):
+    words = ["Ann", "Lee", "lives", "in"] + ["very"] * 40 + ["Oslo", "now"]
+    posts = [{"tokens": words, "head": [0, 2], "tail": [44, 45], "image": "gone.jpg"},
+             {"tokens": words[:4] + ["Oslo"], "head": [0, 2], "tail": [4, 5]}]
+    path = tmp_path / "posts.jsonl"
+    path.write_text("\n".join(json.dumps(p) for p in posts) + "\n")
+    code, rows, err = predict(mre_run, "--jsonl", str(path), "--images", str(tmp_path))
+    assert code == 0 and len(rows) == 2
+    assert rows[0]["relations"][0]["label"] is None and "max_length=24" in rows[0]["warning"]
+    assert rows[0]["truncated_words"] > 20 and rows[1]["truncated_words"] == 0 and "warning" not in rows[1]
+    assert isinstance(rows[1]["relations"][0]["label"], str)
+    assert "0 read, 1 missing, 0 unreadable" in err
+
+
+def test_a_null_context_is_no_context_and_a_non_text_one_an_error(tmp_path):
+    from finetune.context import GENERIC_CONTEXT, build_context
+
+    path = tmp_path / "ctx.json"
+    path.write_text(json.dumps({"a.jpg": None, "b.jpg": "a dog on a beach"}))
+    texts = build_context(f"file:{path}").describe(["a.jpg", "b.jpg"], ImageStore(None))
+    assert texts == [GENERIC_CONTEXT, "a dog on a beach"]
+    path.write_text(json.dumps({"a.jpg": ["a", "dog"]}))
+    with pytest.raises(DataError, match="the value for 'a.jpg' is list, not text"):
+        build_context(f"file:{path}")
