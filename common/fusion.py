@@ -136,10 +136,17 @@ class FusionEncoder(nn.Module):
         missing = [f for f in EXPORT_FILES if not (path / f).is_file()]
         if missing:
             raise MmieError(f"export {path} is incomplete: {missing[0]} is missing")
-        meta = json.loads((path / "model_config.json").read_text())
-        if meta.get("format") != "mmie-fusion-encoder/1":
+        try:
+            meta = json.loads((path / "model_config.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise MmieError(f"{path / 'model_config.json'}: not valid JSON ({e}); re-export the model") from None
+        if not isinstance(meta, dict) or meta.get("format") != "mmie-fusion-encoder/1" or not isinstance(
+                meta.get("model"), dict):
             raise MmieError(f"{path / 'model_config.json'}: not an mmie fusion-encoder export")
-        cfg = ModelConfig(**meta["model"])
+        try:
+            cfg = ModelConfig(**meta["model"])
+        except TypeError as e:
+            raise MmieError(f"{path / 'model_config.json'}: field model: {e}") from None
         if cfg.vision.startswith("clip:"):  # the weights come from the export, not from the original file
             cfg = ModelConfig(**{**meta["model"], "vision": ":".join(cfg.vision.split(":")[:2])})
         text = TextEncoder(str(path / "text"), load_weights=False)
@@ -148,7 +155,10 @@ class FusionEncoder(nn.Module):
             warnings.filterwarnings("ignore", message=".*random initialisation.*")
             model = cls(cfg, text=text)
         model.cfg = ModelConfig(**meta["model"])
-        state = load_file(str(path / "model.safetensors"))
+        try:
+            state = load_file(str(path / "model.safetensors"))
+        except Exception as e:  # safetensors raises its own error types for a truncated or garbled file
+            raise MmieError(f"{path / 'model.safetensors'}: unreadable ({str(e)[:120]}); re-export the model") from None
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             keys = result.missing_keys or result.unexpected_keys

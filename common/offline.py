@@ -33,6 +33,26 @@ def cache_dir() -> Path:
     return root
 
 
+def read_cache(path: Path, valid) -> dict:
+    """A JSON cache file of key -> value under cache_dir(): a missing, unreadable or garbled file is a miss (a note
+    on stderr, rebuilt by the caller); entries whose value fails `valid(value)` are dropped. Never an error: a
+    cache only saves time."""
+    import json
+    import sys
+
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        print(f"cache {path} is unreadable ({str(e)[:80]}); rebuilding it", file=sys.stderr)
+        return {}
+    if not isinstance(data, dict):
+        print(f"cache {path} is not a JSON object; rebuilding it", file=sys.stderr)
+        return {}
+    return {k: v for k, v in data.items() if valid(v)}
+
+
 def _quiet_ultralytics_font(config_dir: Path) -> None:
     """ultralytics downloads Arial.ttf for plots unless it finds one: give it matplotlib's DejaVuSans."""
     target = config_dir / "Ultralytics" / "Arial.ttf"

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from common.errors import DataError, MmieError
-from common.offline import cache_dir
+from common.offline import cache_dir, read_cache
 from finetune.images import ImageStore
 
 GENERIC_CONTEXT = "No picture is available for this post."
@@ -86,7 +86,7 @@ class OfflineContext(ContextSource):
         self.top_k, self.min_prob, self.detector, self.batch_size = top_k, min_prob, detector, batch_size
         tag = OFFLINE_VERSION + (f"-{detector.name}" if detector is not None else "")
         self.cache_path = cache or (cache_dir() / "contexts" / f"{hashlib.sha1(tag.encode()).hexdigest()[:12]}.json")
-        self.cache: dict[str, str] = json.loads(self.cache_path.read_text()) if self.cache_path.is_file() else {}
+        self.cache: dict[str, str] = read_cache(self.cache_path, lambda v: isinstance(v, str))
         self._vision = None
         self._faces = None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from common.offline import cache_dir
+from common.offline import cache_dir, read_cache
 from common.zoo import load_spacy
 
 UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
@@ -25,12 +25,11 @@ class PosTagger:
     def __init__(self, model: str = "auto", cache: Path | None = None):
         self.model = model
         self.cache_path = cache or (cache_dir() / "pos" / f"{model}.json")
-        self._cache: dict[str, list[str]] = {}
-        if self.cache_path.is_file():
-            self._cache = json.loads(self.cache_path.read_text())
+        self._cache: dict[str, list[str]] = read_cache(
+            self.cache_path, lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v))
 
     def tag(self, sentences: list[list[str]], batch_size: int = 256) -> list[list[str]]:
-        todo = {_key(t): t for t in sentences if _key(t) not in self._cache}
+        todo = {_key(t): t for t in sentences if len(self._cache.get(_key(t), ())) != len(t)}  # new or garbled
         if todo:
             from spacy.tokens import Doc
 

@@ -320,7 +320,11 @@ def load_trained(run: Path) -> tuple[Extractor, FinetuneConfig]:
     encoder = FusionEncoder.from_export(model_dir / "encoder")
     classes = json.loads((model_dir / "classes.json").read_text())
     model = Extractor(encoder, cfg, classes)
-    missing = model.load_state_dict(load_file(str(model_dir / "heads.safetensors")), strict=False)
+    try:
+        heads = load_file(str(model_dir / "heads.safetensors"))
+    except Exception as e:  # a truncated or garbled file: safetensors raises its own error types
+        raise MmieError(f"{model_dir / 'heads.safetensors'}: unreadable ({str(e)[:120]})") from None
+    missing = model.load_state_dict(heads, strict=False)
     bad = [k for k in missing.missing_keys if not k.startswith("encoder.") and k != "none_margin"]  # older runs: 0
     bad += list(missing.unexpected_keys)
     if bad:

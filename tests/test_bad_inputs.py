@@ -303,3 +303,35 @@ def test_a_null_context_is_no_context_and_a_non_text_one_an_error(tmp_path):
     path.write_text(json.dumps({"a.jpg": ["a", "dog"]}))
     with pytest.raises(DataError, match="the value for 'a.jpg' is list, not text"):
         build_context(f"file:{path}")
+
+
+# --- files mmie wrote itself: caches and exports ----------------------------------------------------------------
+
+def test_a_corrupt_cache_file_is_a_miss_that_gets_rebuilt(tmp_path, capsys):
+    from finetune.pos import PosTagger, _key
+
+    path = tmp_path / "pos.json"
+    path.write_bytes(b"\x00{garbled")
+    tags = PosTagger(cache=path).tag([["Ann", "runs"]])
+    assert len(tags[0]) == 2 and "is unreadable" in capsys.readouterr().err
+    assert json.loads(path.read_text())[_key(["Ann", "runs"])] == tags[0]  # rebuilt
+    path.write_text(json.dumps({_key(["Ann", "runs"]): ["NOUN"]}))  # a garbled entry: wrong length
+    assert PosTagger(cache=path).tag([["Ann", "runs"]]) == tags
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: (d / "model_config.json").write_text("{oops"), "model_config.json: not valid JSON"),
+    (lambda d: (d / "model_config.json").write_text('{"format": "mmie-fusion-encoder/1", "model": {"txt": 1}}'),
+     "model_config.json: field model: "),
+    (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000]),
+     "model.safetensors: unreadable"),
+])
+def test_a_damaged_export_is_a_one_line_error(tmp_path, damage, message):
+    from common.errors import MmieError
+    from common.fusion import FusionEncoder, ModelConfig
+
+    export = tmp_path / "export"
+    FusionEncoder(ModelConfig(image_size=64)).export(export)
+    damage(export)
+    with pytest.raises(MmieError, match=message):
+        FusionEncoder.from_export(export)
