@@ -52,6 +52,27 @@ def resolve_tracking_uri(uri: str) -> tuple[str, str | None]:
     return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
 
 
+def check_tracking_uri(uri: str | None, timeout: float = 3.0) -> None:
+    """Fail fast on a tracking server that does not answer: MLflow's client retries for minutes, and a run would
+    only find out after its data preparation and model loading. A TCP connect with a short timeout; local stores
+    and "none" pass."""
+    if not uri or uri == "none" or not uri.startswith(("http://", "https://")):
+        return
+    import socket
+    from urllib.parse import urlsplit
+
+    from common.errors import MmieError
+
+    parts = urlsplit(uri)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise MmieError(f"--tracking-uri {uri}: nothing answers at {host}:{port} ({e.strerror or e}); start the "
+                        f"MLflow server there, or use a local store (a directory) or 'none'") from None
+
+
 @contextmanager
 def store_lock(uri: str):
     """Runs started together on a new SQLite store race to create its tables ("table experiments already exists");

@@ -45,7 +45,7 @@ def _lines(path: Path):
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             try:
-                yield n, raw.decode("utf-8").rstrip("\r\n")
+                yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8").rstrip("\r\n")  # a leading BOM is no word
             except UnicodeDecodeError as e:
                 raise DataError(f"{path}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
 
@@ -164,7 +164,7 @@ def _mjere_entity(ent, n_tokens: int, where: str, field: str) -> Span | None:
 
 def read_mjere(path: Path, split: str = "") -> Split:
     try:
-        packs = json.loads(path.read_text(encoding="utf-8"))
+        packs = json.loads(path.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: not a JSON file in EEGA's MJERE format ({e})") from None
     if not isinstance(packs, list):

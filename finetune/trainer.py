@@ -17,7 +17,7 @@ from common.config import flatten, save_config
 from common.errors import DataError, MmieError
 from common.fusion import FusionEncoder
 from common.optim import adamw, warmup_cosine
-from common.tracking import make_logger
+from common.tracking import check_tracking_uri, make_logger
 from finetune import calibration, checkpoint
 from finetune.batches import batches, build_features, collate, predict_features, task_classes
 from finetune.config import FinetuneConfig
@@ -107,6 +107,7 @@ class FinetuneTrainer:
     def __init__(self, cfg: FinetuneConfig, run_dir: Path, tracking_uri: str | None, parent_run_id: str | None = None,
                  report_fn=None, quiet: bool = False, resume: bool = False):
         self.cfg, self.run_dir, self.report_fn, self.quiet = cfg, Path(run_dir), report_fn, quiet
+        check_tracking_uri(tracking_uri)  # before minutes of data preparation and model loading
         self.ckpt_dir = self.run_dir / "checkpoints"
         if resume and (self.run_dir / "metrics.json").is_file() and not self.ckpt_dir.is_dir():
             raise MmieError(f"--resume: {self.run_dir} has finished (metrics.json is there); nothing to continue")

@@ -21,7 +21,7 @@ from common.config import flatten, save_config
 from common.errors import ConfigError, MmieError
 from common.fusion import FusionEncoder
 from common.optim import warmup_cosine
-from common.tracking import make_logger
+from common.tracking import check_tracking_uri, make_logger
 from pretrain.config import PretrainConfig
 from pretrain.data import (Collate, EpochStages, ImageSpec, build_pipeline, make_loader, rank_batches,
                            read_shard_dir)
@@ -86,6 +86,8 @@ class Trainer:
         import deepspeed
 
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        if int(os.environ.get("RANK", "0")) == 0:  # only rank 0 logs to MLflow
+            check_tracking_uri(tracking_uri)
         self.rank, self.world, self.device = init_distributed()
         torch.manual_seed(cfg.train.seed)
         self.shards, self.manifest, self.vocab = read_shard_dir(cfg.data.train)

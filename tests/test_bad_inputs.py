@@ -335,3 +335,32 @@ def test_a_damaged_export_is_a_one_line_error(tmp_path, damage, message):
     damage(export)
     with pytest.raises(MmieError, match=message):
         FusionEncoder.from_export(export)
+
+
+def test_a_tracking_server_that_does_not_answer_fails_fast(tmp_path):
+    import socket
+    import time
+
+    from common.errors import MmieError
+    from finetune.run import main
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(MmieError, match=f"--tracking-uri http://127.0.0.1:{port}: nothing answers at 127.0.0.1:{port}"):
+        main(["--task", "mner", "--data", str(tmp_path), "--tracking-uri", f"http://127.0.0.1:{port}",
+              "--run-dir", str(tmp_path / "run")])
+    assert time.perf_counter() - t0 < 10  # before any data is read (tmp_path holds none)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
+    conll = tmp_path / "train.txt"
+    conll.write_text("\ufeffIMGID:1\nAnn\tB-PER\n\n", encoding="utf-8")
+    assert read_twitter(conll).examples[0].image == "1.jpg"
+    mnre = tmp_path / "mnre_train.txt"
+    mnre.write_text("\ufeff" + mnre_line() + "\n", encoding="utf-8")
+    assert len(read_mnre(mnre)) == 1
+    path = tmp_path / "train.json"
+    path.write_text("\ufeff" + json.dumps([GOOD_PACK]), encoding="utf-8")
+    assert len(read_mjere(path)) == 1
