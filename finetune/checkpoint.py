@@ -31,6 +31,10 @@ def _atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # a full disk or a file-size limit; torch wraps the OSError in its writer
+        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise MmieError(f"cannot write {path} ({first}); the checkpoints saved before it are intact: free space "
+                        f"and continue with --resume") from None
     finally:
         tmp.unlink(missing_ok=True)
     fd = os.open(path.parent, os.O_RDONLY)

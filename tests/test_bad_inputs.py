@@ -364,3 +364,37 @@ def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
     path = tmp_path / "train.json"
     path.write_text("\ufeff" + json.dumps([GOOD_PACK]), encoding="utf-8")
     assert len(read_mjere(path)) == 1
+
+
+def test_a_full_disk_during_a_checkpoint_save_leaves_the_previous_one_readable(tmp_path):
+    """The save runs in a child process whose file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) stands in for a full
+    disk: writing past it fails with EFBIG, as ENOSPC would."""
+    import subprocess
+    import sys
+
+    code = f"""
+import resource, signal, sys, torch
+from pathlib import Path
+from common.errors import MmieError
+from finetune import checkpoint
+d = Path({str(tmp_path / 'ckpt')!r})
+def state(epoch, n):
+    return {{"epoch": epoch, "model": {{"w": torch.zeros(n)}}, "optimizer": {{}}, "scheduler": {{}},
+            "rng": torch.get_rng_state(), "generator": torch.Generator().get_state(),
+            "best": {{"epoch": 1}}, "history": []}}
+checkpoint.save_best(d, 1, {{"w": torch.zeros(10)}})
+checkpoint.save_epoch(d, state(1, 10))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+try:
+    checkpoint.save_epoch(d, state(2, 1_000_000))  # 4 MB: past the limit
+except MmieError as e:
+    print("ERROR", e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ERROR cannot write" in out.stdout and "epoch-2.pt" in out.stdout and "--resume" in out.stdout
+    from finetune.checkpoint import load_latest
+
+    assert load_latest(tmp_path / "ckpt")["epoch"] == 1
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["best-epoch-1.safetensors", "epoch-1.pt"]
