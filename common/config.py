@@ -83,6 +83,8 @@ def _check(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
+        if value is None:  # `key=none` parses as null; a plain string field means the word (e.g. data.context=none)
+            value = "none"
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -130,6 +131,7 @@ class FinetuneTrainer:
         tagger = PosTagger()
         self.data = {name: prepare_split(cfg, s, self.encoder, self.classes, root, tagger)
                      for name, s in self.splits.items()}
+        self.warn_if_no_picture_found(root)
         self.model = Extractor(self.encoder, cfg, self.classes)
         self.pad_id = self.encoder.tokenizer.pad_token_id
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +141,18 @@ class FinetuneTrainer:
         self.logger = make_logger(self.run_dir.name, params, tracking_uri, cfg.experiment, tags={"task": cfg.task},
                                   parent_run_id=parent_run_id, write=tqdm.write if not quiet else (lambda s: None),
                                   run_id=self.resumed["mlflow_run_id"] if self.resumed else None)
+
+    def warn_if_no_picture_found(self, root: Path | None) -> None:
+        """An image root was given (or found) but not one picture of any split is under it: most likely the wrong
+        root, so say which root was tried and what a path looked like (the run goes on, as text + stand-in)."""
+        if root is None or self.cfg.data.image != "on":
+            return
+        counts = [d.image_counts for d in self.data.values()]
+        if sum(c.get("ok", 0) for c in counts) == 0 and sum(c.get("missing", 0) for c in counts) > 0:
+            example = next((ex.image for s in self.splits.values() for ex in s.examples if ex.image), "")
+            print(f"warning: none of the pictures is under the image root {root} (e.g. {root / example}); every "
+                  f"post gets the grey stand-in. Is --images the folder that holds the files the dataset names?",
+                  file=sys.stderr)
 
     def _batch(self, data: SplitData, idx: list[int]) -> dict:
         return collate([data.feats[i] for i in idx], data.images, self.pad_id, self.cfg.task)

@@ -398,3 +398,16 @@ except MmieError as e:
 
     assert load_latest(tmp_path / "ckpt")["epoch"] == 1
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["best-epoch-1.safetensors", "epoch-1.pt"]
+
+
+def test_an_image_root_holding_none_of_the_pictures_is_named_in_a_warning(tmp_path, capsys):
+    from finetune.run import main
+    from helpers.relation_text import write_relation_text
+
+    data = write_relation_text(tmp_path / "mnre", sizes={"train": 8, "val": 4, "test": 4})
+    (tmp_path / "pics").mkdir()
+    assert main(["--task", "mre", "--data", str(data), "--images", str(tmp_path / "pics"), "--init", "none",
+                 "--run-dir", str(tmp_path / "run"), "--tracking-uri", "none", "train.epochs=1",
+                 "model.image_size=64", "data.context=none"]) == 0
+    err = capsys.readouterr().err
+    assert f"none of the pictures is under the image root {tmp_path / 'pics'} (e.g. {tmp_path / 'pics'}/rel_" in err

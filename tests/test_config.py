@@ -139,5 +139,6 @@ def test_none_override_picks_a_literal_none_option():
         image: Literal["on", "none"] = "on"
 
     assert load_config(Data, None, ["image=none"]).image == "none"  # `none` parses as null; the option is meant
+    assert load_config(Cfg, None, ["model.text=none"]).model.text == "none"  # and for a plain string field
     with pytest.raises(ConfigError, match="is not one of"):
         load_config(Cfg, None, ["train.schedule=none"])
