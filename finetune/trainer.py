@@ -104,6 +104,16 @@ def _jsonable(p):
     return p
 
 
+def write_predictions(path: Path, task: str, examples: list, preds: list) -> None:
+    """One JSON line per example: uid, tokens, image, gold and predicted labels."""
+    with open(path, "w") as f:
+        for ex, p in zip(examples, preds):
+            gold = ex.tags if task == "mner" else (
+                ex.triples[0].label if task == "mre" else _jsonable((ex.entities, ex.triples)))
+            f.write(json.dumps({"uid": ex.uid, "tokens": ex.tokens, "image": ex.image, "gold": gold,
+                                "pred": _jsonable(p)}) + "\n")
+
+
 class FinetuneTrainer:
     def __init__(self, cfg: FinetuneConfig, run_dir: Path, tracking_uri: str | None, parent_run_id: str | None = None,
                  report_fn=None, quiet: bool = False, resume: bool = False):
@@ -279,7 +289,8 @@ class FinetuneTrainer:
             "threads": torch.get_num_threads(),
             "dev": best["dev"], "none_margin": margin, "test": test, "epochs": done, "best_epoch": best["epoch"],
             "wall_s": round(wall, 1),
-            "resumed_after_epochs": resumed_at, "history": history,
+            "resumed_after_epochs": resumed_at, "mlflow_run_id": getattr(self.logger, "run_id", None),
+            "history": history,
             "missing_images": {k: d.image_counts for k, d in self.data.items()},
             "image_handling": {"stand_in": STAND_IN_NOTE, **{k: d.image_handling for k, d in self.data.items()}},
             "contexts": {k: d.context_counts for k, d in self.data.items()},
@@ -294,12 +305,7 @@ class FinetuneTrainer:
     def write_outputs(self, result: dict, test_preds: list) -> None:
         out = self.run_dir
         (out / "metrics.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-        with open(out / "predictions.jsonl", "w") as f:
-            for ex, p in zip(self.splits["test"].examples, test_preds):
-                gold = ex.tags if self.cfg.task == "mner" else (
-                    ex.triples[0].label if self.cfg.task == "mre" else _jsonable((ex.entities, ex.triples)))
-                f.write(json.dumps({"uid": ex.uid, "tokens": ex.tokens, "image": ex.image, "gold": gold,
-                                    "pred": _jsonable(p)}) + "\n")
+        write_predictions(out / "predictions.jsonl", self.cfg.task, self.splits["test"].examples, test_preds)
         title = f"{self.cfg.task} test ({Path(self.cfg.data.dir).name}, init {Path(self.cfg.init).name})"
         paths = write_report(result["test"], out / "reports", "test", title)
         paths["curves"] = plot_curves(result["history"], f"{self.cfg.task} training ({Path(self.cfg.data.dir).name})",
