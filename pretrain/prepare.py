@@ -46,6 +46,19 @@ def _load_image(path: Path) -> tuple[bytes, Image.Image] | str:
     return raw, img
 
 
+def reread_jpeg(path: Path) -> bytes | str:
+    """JPEG bytes of an image labelled in an earlier batch: its file as is when it is a JPEG, else converted again
+    (a PNG reused later was once stored as PNG bytes under the .jpg key), or the reason it cannot be read now."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return "image file missing"
+    if raw[:3] == b"\xff\xd8\xff":
+        return raw
+    got = _load_image(path)
+    return got if isinstance(got, str) else got[0]
+
+
 def vocab_digest(vocab: dict) -> str:
     text = json.dumps([vocab["entities"], vocab["relations"]], sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -178,7 +191,10 @@ def _prepare_into(out: Path, args) -> dict:
                 if p.image_path in bad_images:
                     skipped[bad_images[p.image_path]] += 1
                     continue
-                raw = loaded[p.image_path][0] if p.image_path in loaded else p.image_path.read_bytes()
+                raw = loaded[p.image_path][0] if p.image_path in loaded else reread_jpeg(p.image_path)
+                if isinstance(raw, str):  # the file changed or vanished since it was labelled
+                    skipped[raw] += 1
+                    continue
                 meta = dict(labeller.cache[p.image_path], match=p.match, caption_id=p.caption_id,
                             image_id=p.image_id, similarity=p.similarity, index=p.index)
                 writer.write({"__key__": f"{p.index:09d}", "jpg": raw, "txt": p.caption,

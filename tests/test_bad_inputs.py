@@ -411,3 +411,25 @@ def test_an_image_root_holding_none_of_the_pictures_is_named_in_a_warning(tmp_pa
                  "model.image_size=64", "data.context=none"]) == 0
     err = capsys.readouterr().err
     assert f"none of the pictures is under the image root {tmp_path / 'pics'} (e.g. {tmp_path / 'pics'}/rel_" in err
+
+
+def test_a_png_reused_in_a_later_batch_is_stored_as_jpeg(synth_dir, tmp_path):
+    import io
+    import tarfile
+
+    news, data, anns = small_news(synth_dir, tmp_path)
+    png = news / "images" / "reused.png"
+    Image.open(news / data[0]["image_path"]).save(png)
+    data[0]["image_path"] = "images/reused.png"
+    first = next(a for a in anns if a["image_id"] == data[0]["id"])
+    (news / "data.json").write_text(json.dumps(data))
+    (news / "annotations" / "train.json").write_text(json.dumps({"annotations": anns + [dict(first)] * 3}))
+    out = tmp_path / "shards"
+    assert prepare_cli(news, out, "--batch-size", "2") == 0  # the PNG's later pairs fall in later batches
+    formats = []
+    for shard in sorted(out.glob("shard-*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".jpg"):
+                    formats.append(Image.open(io.BytesIO(tar.extractfile(member).read())).format)
+    assert len(formats) == len(anns) + 3 and set(formats) == {"JPEG"}
