@@ -280,6 +280,7 @@ class FinetuneTrainer:
         if best["epoch"]:
             self.model.load_state_dict(checkpoint.load_best(self.ckpt_dir, best["epoch"]))
         margin = self.tune_none_margin()
+        dev = best["dev"] if margin is None else score(cfg.task, self.data["dev"], self.predict_split("dev"))
         test_preds = self.predict_split("test")
         test = score(cfg.task, self.data["test"], test_preds)
         wall = wall_before + time.perf_counter() - t0
@@ -287,7 +288,8 @@ class FinetuneTrainer:
         result = {
             "task": cfg.task, "init": cfg.init, "image": cfg.data.image, "context": cfg.data.context,
             "threads": torch.get_num_threads(),
-            "dev": best["dev"], "none_margin": margin, "test": test, "epochs": done, "best_epoch": best["epoch"],
+            "dev": dev, "dev_at_selection": best["dev"], "none_margin": margin, "test": test, "epochs": done,
+            "best_epoch": best["epoch"],
             "wall_s": round(wall, 1),
             "resumed_after_epochs": resumed_at, "mlflow_run_id": getattr(self.logger, "run_id", None),
             "history": history,

@@ -39,10 +39,13 @@ def test_mre_learns_far_above_the_majority_class(relation_data, tmp_path, head):
     assert max(curve) >= floor + 0.6, curve
     assert m["test"]["f1"] >= 0.6 and m["test"]["recall"] >= 0.5, m["test"]
     assert m["none_margin"]["f1"] >= m["none_margin"]["f1_at_zero"]  # the dev-chosen margin never hurts dev
+    assert m["dev"]["f1"] == pytest.approx(m["none_margin"]["f1"])  # dev is reported as decoded with it
+    assert m["dev_at_selection"]["f1"] == pytest.approx(max(curve))
 
 
 def test_mjere_learns_triples(relation_data, tmp_path):
     m = run("mjere", relation_data / "mjere", tmp_path / "run", "train.epochs=6")
     curve = [h["dev/f1"] for h in m["history"]]
     assert max(curve) >= 0.5, curve  # predicting nothing (the majority cell everywhere) scores 0
+    assert m["dev"]["f1"] == pytest.approx(m["none_margin"]["f1"]) and m["none_margin"]["f1"] >= max(curve)
     assert m["test"]["entity"]["f1"] >= 0.6 and m["test"]["f1"] >= 0.4, (m["test"]["f1"], m["test"]["entity"])
