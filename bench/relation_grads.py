@@ -5,12 +5,13 @@ parameter group (encoder / crf / rest, as the optimizer splits them), the share 
 clipping keeps, and the entity-marker embeddings beside ordinary word embeddings (an [unusedN] row BERT never
 trained is near zero, so after the embedding LayerNorm every marker looks alike). Last line: one JSON object.
 
-    python bench/relation_grads.py [--data ../shared/data/mnre] [--task mre] [--batches 4] [overrides ...]
+    python bench/relation_grads.py [--data $MMIE_DATA/mnre] [--task mre] [--batches 4] [overrides ...]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -38,10 +39,13 @@ def group_norms(model, prefixes) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "mnre")
+    data_root = Path(os.environ.get("MMIE_DATA", REPO.parent / "shared" / "data"))
+    p.add_argument("--data", type=Path, default=data_root / "mnre")
     p.add_argument("--task", default="mre")
     p.add_argument("--batches", type=int, default=4)
     a, overrides = p.parse_known_args()
+    if not a.data.is_dir():
+        sys.exit(f"bench/relation_grads.py: no dataset at {a.data} (give --data DIR or set MMIE_DATA)")
     with tempfile.TemporaryDirectory() as tmp:
         args = parse(["--task", a.task, "--data", str(a.data), "--run-dir", f"{tmp}/run", "--tracking-uri",
                       "none", "data.max_train=2000", *overrides])

@@ -72,7 +72,8 @@ def _mean(g: dict, key: str) -> str:
 
 
 def table(groups: list[dict]) -> str:
-    lines = ["| task | data | init | seeds | dev F1 | test F1 | test P / R | entity F1 | per-type test F1 | wall (mean) |",
+    lines = ["| task | data | init | seeds | dev F1 | test F1 | test P / R | entity F1 | per-type test F1 "
+             "| wall (mean) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for g in groups:
         types = ", ".join(f"{t} {100 * v:.1f}" for t, v in g["per_type_test_f1"].items())

@@ -276,7 +276,8 @@ def test_predict_non_utf8_line_and_missing_image_are_errors(mre_run, tmp_path):
     with pytest.raises(DataError, match=r"posts.jsonl:2: not UTF-8"):
         predict(mre_run, "--jsonl", str(path))
     with pytest.raises(DataError, match=r"--image .*nope.jpg does not exist"):
-        predict(mre_run, "--text", "Ann met Bob", "--head", "0:1", "--tail", "2:3", "--image", str(tmp_path / "nope.jpg"))
+        predict(mre_run, "--text", "Ann met Bob", "--head", "0:1", "--tail", "2:3",
+                "--image", str(tmp_path / "nope.jpg"))
 
 
 def test_predict_says_what_truncation_and_missing_pictures_cost(mre_run, tmp_path):
