@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from common.errors import DataError, MmieError
+from common.jsonfile import load_json
 from common.offline import cache_dir, read_cache
 from finetune.images import ImageStore
 
@@ -46,12 +47,8 @@ class FileContext(ContextSource):
     def __init__(self, path: Path):
         super().__init__()
         self.name = f"file:{path}"
-        if not path.is_file():
-            raise DataError(f"context file {path} does not exist")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"context file {path}: not a JSON object of image id -> text ({e})") from None
+        data = load_json(path, f"context file {path} does not exist",
+                         f"context file {path}: not a JSON object of image id -> text")
         if not isinstance(data, dict):
             raise DataError(f"context file {path}: expected a JSON object of image id -> text")
         bad = next((k for k, v in data.items() if v is not None and not isinstance(v, str)), None)

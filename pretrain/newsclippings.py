@@ -5,12 +5,12 @@ VisualNews item `id` with the image of item `image_id`; `falsified` false means 
 A malformed top-level file is a one-line error; a bad entry is skipped and counted by reason."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import DataError
+from common.jsonfile import load_json
 
 ANNOTATION_KEYS = ("id", "image_id", "falsified")
 
@@ -27,12 +27,7 @@ class Pair:
 
 
 def _load_json(path: Path, what: str):
-    if not path.is_file():
-        raise DataError(f"{what} {path} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    return load_json(path, f"{what} {path} does not exist", f"{path}: not valid JSON")
 
 
 def load_visualnews(path: Path, skipped: Counter | None = None) -> dict[str, dict]:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from common.detector import build_detector
 from common.errors import DataError, cli_main
+from common.jsonfile import load_json
 from pretrain.newsclippings import Pair, read_pairs
 from pretrain.teacher import ENTITY_PROMPT, RELATION_PROMPT, build_teacher, soft_topk
 from pretrain.vocab import DEFAULT_RELATIONS, entity_vocab, relation_vocab
@@ -66,12 +67,7 @@ def vocab_digest(vocab: dict) -> str:
 
 def read_vocab(path: Path) -> dict:
     """A vocab.json written by an earlier prepare (e.g. the train split's, reused for val), checked field by field."""
-    if not path.is_file():
-        raise DataError(f"--vocab {path} does not exist")
-    try:
-        vocab = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a vocab.json written by pretrain.prepare ({e})") from None
+    vocab = load_json(path, f"--vocab {path} does not exist", f"{path}: not a vocab.json written by pretrain.prepare")
     if not isinstance(vocab, dict):
         raise DataError(f"{path}: expected a JSON object with entities, relations, entity_prompt, relation_prompt")
     for field in ("entities", "relations"):
