@@ -30,10 +30,13 @@ class DataConfig:
     image: Literal["on", "none"] = "on"  # "none": text-only ablation (default image, no image-derived context)
     max_length: int = 128  # sub-tokens of text + context
     max_train: int = 0  # use only the first N training examples (0 = all)
+    train_fraction: float = 1.0  # train on this share of train, a random subset nested across fractions (subsets.py)
+    subset_seed: int = 0  # which subset; independent of train.seed, so every seed trains on the same posts
     markers: Literal["tokens", "punct"] = "tokens"  # MRE entity markers: [unusedN] tokens | brackets (batches.py)
 
     def __post_init__(self):
-        check_ranges("data", self, {"max_length": (8, 512), "max_train": (0, None)})
+        check_ranges("data", self, {"max_length": (8, 512), "max_train": (0, None),
+                                    "train_fraction": (1e-6, 1.0)})
 
 
 @dataclass

@@ -19,9 +19,8 @@ from common.config import load_config
 from common.errors import cli_main
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(prog="finetune/run.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """The flags that are shorthands for config fields (build_config reads them); shared with finetune.curve."""
     p.add_argument("--config", default=None, help="default: finetune/configs/<task>.yaml")
     p.add_argument("--task", choices=["mner", "mre", "mjere"])
     p.add_argument("--data", help="dataset directory in the real layout")
@@ -31,6 +30,12 @@ def parse(argv):
     p.add_argument("--image", choices=["on", "none"], help="none: text-only ablation")
     p.add_argument("--align", choices=["shapley", "infonce", "none"])
     p.add_argument("--threads", type=int, help="torch threads (default: every core; = train.threads)")
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="finetune/run.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
     p.add_argument("--run-dir", default=None)
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, "
                    "with its saved config.yaml")

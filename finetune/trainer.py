@@ -30,6 +30,7 @@ from finetune.model import Extractor
 from finetune.pos import PosTagger
 from finetune.readers import read_task
 from finetune.report import plot_curves, write_report
+from finetune.subsets import nested_subset
 
 LOSS_TERMS = ("main_loss", "semantic_loss", "modality_loss", "ips_loss", "loss")
 STAND_IN_NOTE = ("a missing or unreadable picture is one grey stand-in; its vision features are computed once, "
@@ -132,6 +133,9 @@ class FinetuneTrainer:
         self.splits = read_task(cfg.task, data_dir)
         if cfg.data.max_train:
             self.splits["train"].examples = self.splits["train"].examples[:cfg.data.max_train]
+        if cfg.data.train_fraction < 1.0:
+            train = self.splits["train"].examples
+            train[:] = [train[i] for i in nested_subset(len(train), cfg.data.train_fraction, cfg.data.subset_seed)]
         for name, s in self.splits.items():
             if not s.examples:
                 raise DataError(f"{s.path}: no examples for task {cfg.task}")
@@ -146,6 +150,8 @@ class FinetuneTrainer:
         self.pad_id = self.encoder.tokenizer.pad_token_id
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
+        if cfg.data.train_fraction < 1.0 or cfg.data.max_train:  # which posts this run trained on
+            (self.run_dir / "train_uids.txt").write_text("".join(ex.uid + "\n" for ex in self.splits["train"].examples))
         params = flatten(cfg) | {"n_train": len(self.splits["train"]), "n_dev": len(self.splits["dev"]),
                                  "n_test": len(self.splits["test"])}
         self.logger = make_logger(self.run_dir.name, params, tracking_uri, cfg.experiment, tags={"task": cfg.task},
@@ -289,7 +295,7 @@ class FinetuneTrainer:
             "task": cfg.task, "init": cfg.init, "image": cfg.data.image, "context": cfg.data.context,
             "threads": torch.get_num_threads(),
             "dev": dev, "dev_at_selection": best["dev"], "none_margin": margin, "test": test, "epochs": done,
-            "best_epoch": best["epoch"],
+            "best_epoch": best["epoch"], "n_train": len(self.splits["train"]),
             "wall_s": round(wall, 1),
             "resumed_after_epochs": resumed_at, "mlflow_run_id": getattr(self.logger, "run_id", None),
             "history": history,
