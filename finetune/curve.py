@@ -9,7 +9,8 @@ Each fraction trains on a random subset of train (data.train_fraction, finetune/
 from --subset-seed, so the subsets are nested across fractions and every training seed of a fraction sees the same
 posts (each run lists them in train_uids.txt). Everything else is the task's default configuration, epochs
 included, so a small fraction also takes fewer optimizer steps. Writes DIR/curve.json, DIR/curve.md (a table with
-wall times) and DIR/curve.png, and logs one MLflow parent run with every point's run nested under it. A curve that
+wall times) and DIR/curve.png, and logs one MLflow parent run with every point's run nested under it (the points'
+models stay in their run directories, not logged as MLflow models). A curve that
 was stopped continues where it was: finished points are read back, an interrupted one resumes from its checkpoint.
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ def run_point(cfg, run_dir: Path, tracking_uri: str, parent_run_id: str | None) 
     if (run_dir / "metrics.json").is_file():
         return json.loads((run_dir / "metrics.json").read_text())
     trainer = FinetuneTrainer(cfg, run_dir, tracking_uri, parent_run_id=parent_run_id,
-                              resume=(run_dir / "checkpoints").is_dir())
+                              resume=(run_dir / "checkpoints").is_dir(), log_model=False)
     try:
         result = trainer.fit()
     except BaseException:

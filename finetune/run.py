@@ -8,6 +8,7 @@
     ... --run-dir DIR       default runs/<name>-<task>-<time>
     ... --threads N         torch threads (default: every core)
     ... --tracking-uri U    MLflow store or server (default ./mlruns; "none" to disable)
+    ... --no-mlflow-model   do not log the trained model as an MLflow pyfunc model (finetune/mlflow_model.py)
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def parse(argv):
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, "
                    "with its saved config.yaml")
     p.add_argument("--tracking-uri", default="./mlruns")
+    p.add_argument("--no-mlflow-model", action="store_true", help="do not log the trained model to MLflow as a "
+                   "pyfunc model (it stays in RUN/model/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3 align.alpha=0.2")
     return p.parse_intermixed_args(argv)
 
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.data.dir:
         raise SystemExit("finetune/run.py: give --data DIR (or data.dir=...)")
     run_dir = Path(a.run_dir or f"runs/{cfg.name}-{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}")
-    trainer = FinetuneTrainer(cfg, run_dir, a.tracking_uri, resume=a.resume)
+    trainer = FinetuneTrainer(cfg, run_dir, a.tracking_uri, resume=a.resume, log_model=not a.no_mlflow_model)
     try:
         result = trainer.fit()
     except BaseException:

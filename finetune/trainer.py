@@ -106,19 +106,24 @@ def _jsonable(p):
 
 
 def write_predictions(path: Path, task: str, examples: list, preds: list) -> None:
-    """One JSON line per example: uid, tokens, image, gold and predicted labels."""
+    """One JSON line per example: uid, tokens, image, gold and predicted labels (MRE: and the entity pair)."""
     with open(path, "w") as f:
         for ex, p in zip(examples, preds):
             gold = ex.tags if task == "mner" else (
                 ex.triples[0].label if task == "mre" else _jsonable((ex.entities, ex.triples)))
-            f.write(json.dumps({"uid": ex.uid, "tokens": ex.tokens, "image": ex.image, "gold": gold,
-                                "pred": _jsonable(p)}) + "\n")
+            row = {"uid": ex.uid, "tokens": ex.tokens, "image": ex.image, "gold": gold, "pred": _jsonable(p)}
+            if task == "mre":
+                h, t = ex.triples[0].head, ex.triples[0].tail
+                row["pair"] = {"head": [h.start, h.end], "tail": [t.start, t.end]}
+            f.write(json.dumps(row) + "\n")
 
 
 class FinetuneTrainer:
     def __init__(self, cfg: FinetuneConfig, run_dir: Path, tracking_uri: str | None, parent_run_id: str | None = None,
-                 report_fn=None, quiet: bool = False, resume: bool = False):
+                 report_fn=None, quiet: bool = False, resume: bool = False, log_model: bool = True):
+        """log_model: log the trained model to the MLflow run as a pyfunc model (~130 MB; sweeps' trials skip it)."""
         self.cfg, self.run_dir, self.report_fn, self.quiet = cfg, Path(run_dir), report_fn, quiet
+        self.tracking_uri, self.log_model = tracking_uri, log_model
         check_tracking_uri(tracking_uri)  # before minutes of data preparation and model loading
         self.ckpt_dir = self.run_dir / "checkpoints"
         if resume and (self.run_dir / "metrics.json").is_file() and not self.ckpt_dir.is_dir():
@@ -312,13 +317,18 @@ class FinetuneTrainer:
 
     def write_outputs(self, result: dict, test_preds: list) -> None:
         out = self.run_dir
+        self.save_model(out / "model")
+        run_id = getattr(self.logger, "run_id", None)
+        if self.log_model and run_id:  # the MLflow pyfunc model, servable with `mlflow models serve`
+            from finetune.mlflow_model import log_model
+
+            result["mlflow_model"] = log_model(out / "model", self.tracking_uri, run_id, self.cfg.task)
         (out / "metrics.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
         write_predictions(out / "predictions.jsonl", self.cfg.task, self.splits["test"].examples, test_preds)
         title = f"{self.cfg.task} test ({Path(self.cfg.data.dir).name}, init {Path(self.cfg.init).name})"
         paths = write_report(result["test"], out / "reports", "test", title)
         paths["curves"] = plot_curves(result["history"], f"{self.cfg.task} training ({Path(self.cfg.data.dir).name})",
                                       out / "reports" / "curves.png")
-        self.save_model(out / "model")
         for p in [out / "config.yaml", out / "metrics.json", *paths.values()]:
             self.logger.log_artifact(p)
 
@@ -338,13 +348,18 @@ class FinetuneTrainer:
 
 def load_trained(run: Path) -> tuple[Extractor, FinetuneConfig]:
     """A fine-tuned model back from its run directory (for predict)."""
+    if not (Path(run) / "model" / "heads.safetensors").is_file():
+        raise MmieError(f"{run}: no model/ directory — not a finished fine-tuning run")
+    return load_model_dir(Path(run) / "model", run)
+
+
+def load_model_dir(model_dir: Path, run: Path | str | None = None) -> tuple[Extractor, FinetuneConfig]:
+    """A fine-tuned model back from a run's model/ directory (or its copy in an MLflow model's artifacts)."""
     from safetensors.torch import load_file
 
     from common.config import load_config
 
-    model_dir = Path(run) / "model"
-    if not (model_dir / "heads.safetensors").is_file():
-        raise MmieError(f"{run}: no model/ directory — not a finished fine-tuning run")
+    model_dir, run = Path(model_dir), run or model_dir
     cfg = load_config(FinetuneConfig, model_dir / "config.yaml")
     encoder = FusionEncoder.from_export(model_dir / "encoder")
     classes = json.loads((model_dir / "classes.json").read_text())

@@ -60,7 +60,7 @@ def run_trial(params: dict, base: dict) -> None:
     overrides = base["overrides"] + [f"{k}={v!r}" for k, v in params.items()]
     cfg = load_config(FinetuneConfig, base["config"], overrides)
     trainer = FinetuneTrainer(cfg, trial_dir / "run", base["tracking_uri"], parent_run_id=base["parent_run_id"],
-                              quiet=True)
+                              quiet=True, log_model=False)
     run_id = trainer.logger.run_id
 
     def report(epoch: int, metrics: dict) -> None:
