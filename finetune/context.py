@@ -77,9 +77,10 @@ class OfflineContext(ContextSource):
     """EfficientNet-Lite0 classes (+ faces, + detected objects) -> one descriptive sentence per image."""
 
     def __init__(self, top_k: int = 3, min_prob: float = 0.05, detector=None, batch_size: int = 32,
-                 cache: Path | None = None):
+                 cache: Path | None = None, persist: bool = True):
+        """persist: write new descriptions back to the cache file (False: in memory only, as a server wants)."""
         super().__init__()
-        self.name = "offline"
+        self.name, self.persist = "offline", persist
         self.top_k, self.min_prob, self.detector, self.batch_size = top_k, min_prob, detector, batch_size
         tag = OFFLINE_VERSION + (f"-{detector.name}" if detector is not None else "")
         self.cache_path = cache or (cache_dir() / "contexts" / f"{hashlib.sha1(tag.encode()).hexdigest()[:12]}.json")
@@ -151,11 +152,12 @@ class OfflineContext(ContextSource):
                         out[i] = GENERIC_CONTEXT
                     self.counts["unreadable image"] += len(todo[key])
             for key, text in zip(ok, self._describe_images(images) if images else []):
-                self.cache[key] = text
+                if self.persist:  # a server's descriptions stay per call: its memory does not grow per picture
+                    self.cache[key] = text
                 for i in todo[key]:
                     out[i] = text
                 self.counts["described"] += len(todo[key])
-        if keys:
+        if keys and self.persist:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(self.cache))
@@ -163,11 +165,11 @@ class OfflineContext(ContextSource):
         return out  # type: ignore[return-value]
 
 
-def build_context(spec: str, detector=None) -> ContextSource:
+def build_context(spec: str, detector=None, persist: bool = True) -> ContextSource:
     if spec == "none":
         return ContextSource()
     if spec == "offline":
-        return OfflineContext(detector=detector)
+        return OfflineContext(detector=detector, persist=persist)
     if spec.startswith("file:"):
         return FileContext(Path(spec[len("file:"):]))
     raise MmieError(f"unknown context source {spec!r}: use none, offline or file:<json>")

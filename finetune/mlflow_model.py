@@ -50,7 +50,7 @@ def _plain(value):
 
 
 def to_posts(model_input) -> list[dict]:
-    """A DataFrame, a list of dicts or one dict -> posts for predict_posts (absent cells left out)."""
+    """A DataFrame, a list of dicts or one dict -> posts for Predictor.predict (absent cells left out)."""
     if hasattr(model_input, "to_dict"):
         rows = model_input.to_dict(orient="records")
     elif isinstance(model_input, dict):
@@ -86,15 +86,13 @@ def picture_bytes(i: int, value: str) -> bytes:
 
 class MmieModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
+        from finetune.predict import Predictor
         from finetune.trainer import load_model_dir
 
-        self.model, self.cfg = load_model_dir(Path(context.artifacts["model"]))
+        self.predictor = Predictor(*load_model_dir(Path(context.artifacts["model"])), persist=False)
 
     def predict(self, context, model_input, params=None):
-        import torch
-
         from common.errors import MmieError
-        from finetune.predict import predict_posts
 
         posts = to_posts(model_input)
         with tempfile.TemporaryDirectory(prefix="mmie-serve-") as tmp:
@@ -112,8 +110,7 @@ class MmieModel(mlflow.pyfunc.PythonModel):
                 (Path(tmp) / f"post{i}").write_bytes(raw)
                 post["image"], shown[i] = str(Path(tmp) / f"post{i}"), f"base64:{len(raw)}"
             try:
-                with torch.no_grad():
-                    rows = predict_posts(self.model, self.cfg, posts, Path(tmp))
+                rows = self.predictor.predict(posts, Path(tmp))
             except MmieError as e:
                 raise _bad_request(str(e)) from None
         for i, label in shown.items():

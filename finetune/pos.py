@@ -22,14 +22,19 @@ def _key(tokens: list[str]) -> str:
 
 
 class PosTagger:
-    def __init__(self, model: str = "auto", cache: Path | None = None):
-        self.model = model
+    def __init__(self, model: str = "auto", cache: Path | None = None, persist: bool = True):
+        """persist: write newly tagged sentences back to the cache file (a server keeps them in memory only:
+        rewriting the file on every request would cost more than the prediction)."""
+        self.model, self.persist = model, persist
         self.cache_path = cache or (cache_dir() / "pos" / f"{model}.json")
         self._cache: dict[str, list[str]] = read_cache(
             self.cache_path, lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v))
 
     def tag(self, sentences: list[list[str]], batch_size: int = 256) -> list[list[str]]:
         todo = {_key(t): t for t in sentences if len(self._cache.get(_key(t), ())) != len(t)}  # new or garbled
+        # new tags join the cache when it is persisted; a server's (persist=False) stay per call, so its memory
+        # does not grow with every post it is sent
+        new = self._cache if self.persist else {}
         if todo:
             from spacy.tokens import Doc
 
@@ -37,13 +42,14 @@ class PosTagger:
             keys = list(todo)
             docs = (Doc(nlp.vocab, words=todo[k]) for k in keys)
             for k, doc in tqdm(zip(keys, nlp.pipe(docs, batch_size=batch_size)), total=len(keys), desc="POS tags",
-                               leave=False):
-                self._cache[k] = [t.pos_ or "X" for t in doc]
+                               leave=False, disable=len(keys) < 100):
+                new[k] = [t.pos_ or "X" for t in doc]
+        if todo and self.persist:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(self._cache))
             tmp.replace(self.cache_path)
-        return [self._cache[_key(t)] for t in sentences]
+        return [new.get(k) or self._cache[k] for k in map(_key, sentences)]
 
     def ids(self, sentences: list[list[str]]) -> list[list[int]]:
         return [[POS_INDEX.get(p, 0) for p in tags] for tags in self.tag(sentences)]

@@ -67,30 +67,47 @@ def _entity(ex: Example, s: Span) -> dict:
     return {"start": s.start, "end": s.end, "type": s.label, "text": " ".join(ex.tokens[s.start:s.end])}
 
 
-def predict_posts(model, cfg, posts: list[dict], image_root: Path | None, where: list[str] | None = None,
-                  counts: dict | None = None) -> list[dict]:
-    """Predictions per post; `counts` (if given) receives the picture outcomes ({"ok", "missing", "unreadable"})."""
-    examples = [to_example(i, p, cfg.task, where[i] if where else None) for i, p in enumerate(posts)]
-    store = ImageStore(image_root or Path("/"))  # absolute image paths work with root "/"
-    spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
-    contexts = build_context(spec).describe([ex.image for ex in examples], store)
-    images = {STAND_IN: model.encoder.vision.preprocess(default_image())}
-    status_of: dict[str, str] = {}  # each named picture: ok | missing | unreadable
-    for ex in examples:
-        if ex.image not in images:
-            img, status = store.open(ex.image)
-            images[ex.image] = model.encoder.vision.preprocess(img) if status == "ok" else images[STAND_IN]
-            if ex.image:
-                status_of[ex.image] = status
-    pos = PosTagger().tag([ex.tokens for ex in examples])
-    feats, _ = build_features(cfg.task, examples, model.encoder.tokenizer, pos, contexts, cfg.data.max_length,
-                              model.classes, cfg.data.markers)
-    preds = predict_features(model, feats, images, model.encoder.tokenizer.pad_token_id, cfg.task,
-                             cfg.train.eval_batch_size)
-    if counts is not None:
-        counts.update({k: sum(v == k for v in status_of.values()) for k in ("ok", "missing", "unreadable")})
-    out = []
-    for ex, p, ctx, f in zip(examples, preds, contexts, feats):
+class Predictor:
+    """A loaded model ready for posts: the part-of-speech tagger, the context source (with its vision model) and
+    the stand-in picture are made once, so each call (a CLI's file, a server's request) pays only for its posts.
+    persist=False keeps new POS tags and picture descriptions in memory for the call instead of rewriting the
+    cache files under $MMIE_CACHE (what a server wants: the rewrite costs more than the prediction)."""
+
+    def __init__(self, model, cfg, persist: bool = True):
+        self.model, self.cfg = model, cfg
+        self.tagger = PosTagger(persist=persist)
+        spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
+        self.context = build_context(spec, persist=persist)
+        self.stand_in = model.encoder.vision.preprocess(default_image())
+
+    @torch.no_grad()
+    def predict(self, posts: list[dict], image_root: Path | None = None, where: list[str] | None = None,
+                counts: dict | None = None) -> list[dict]:
+        """Predictions per post; `counts` (if given) receives the picture outcomes ({"ok", "missing",
+        "unreadable"})."""
+        model, cfg = self.model, self.cfg
+        examples = [to_example(i, p, cfg.task, where[i] if where else None) for i, p in enumerate(posts)]
+        store = ImageStore(image_root or Path("/"))  # absolute image paths work with root "/"
+        contexts = self.context.describe([ex.image for ex in examples], store)
+        images = {STAND_IN: self.stand_in}
+        status_of: dict[str, str] = {}  # each named picture: ok | missing | unreadable
+        for ex in examples:
+            if ex.image not in images:
+                img, status = store.open(ex.image)
+                images[ex.image] = model.encoder.vision.preprocess(img) if status == "ok" else self.stand_in
+                if ex.image:
+                    status_of[ex.image] = status
+        pos = self.tagger.tag([ex.tokens for ex in examples])
+        feats, _ = build_features(cfg.task, examples, model.encoder.tokenizer, pos, contexts, cfg.data.max_length,
+                                  model.classes, cfg.data.markers)
+        preds = predict_features(model, feats, images, model.encoder.tokenizer.pad_token_id, cfg.task,
+                                 cfg.train.eval_batch_size)
+        if counts is not None:
+            counts.update({k: sum(v == k for v in status_of.values()) for k in ("ok", "missing", "unreadable")})
+        return [self.row(ex, p, ctx, f) for ex, p, ctx, f in zip(examples, preds, contexts, feats)]
+
+    def row(self, ex: Example, p, ctx: str, f) -> dict:
+        cfg = self.cfg
         row = {"tokens": ex.tokens, "image": ex.image, "context": ctx, "entities": [], "relations": [],
                "truncated_words": sum(s < 0 for s in f.word_start)}
         if cfg.task == "mner":
@@ -108,8 +125,7 @@ def predict_posts(model, cfg, posts: list[dict], image_root: Path | None, where:
             row["entities"] = [_entity(ex, s) for s in ents]
             row["relations"] = [{"head": _entity(ex, t.head), "tail": _entity(ex, t.tail), "label": t.label}
                                 for t in triples]
-        out.append(row)
-    return out
+        return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,9 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                     where.append(f"{a.jsonl}:{n}")
         root = a.images
     counts: dict = {}
-    with torch.no_grad():
-        for row in predict_posts(model, cfg, posts, root, where, counts):
-            sys.stdout.write(json.dumps(row) + "\n")
+    for row in Predictor(model, cfg).predict(posts, root, where, counts):
+        sys.stdout.write(json.dumps(row) + "\n")
     if counts["missing"] or counts["unreadable"]:
         print(f"pictures: {counts['ok']} read, {counts['missing']} missing, {counts['unreadable']} unreadable "
               f"(those posts were predicted with the grey stand-in)", file=sys.stderr)

@@ -333,17 +333,22 @@ class FinetuneTrainer:
             self.logger.log_artifact(p)
 
     def save_model(self, out: Path) -> None:
-        from safetensors.torch import save_file
-
-        self.encoder.export(out / "encoder")
-        heads = {k: v.detach().float().contiguous() for k, v in self.model.state_dict().items()
-                 if not k.startswith("encoder.")}
-        save_file(heads, str(out / "heads.safetensors"))
-        (out / "classes.json").write_text(json.dumps(self.classes) + "\n")
-        save_config(self.cfg, out / "config.yaml")
+        save_model_dir(self.model, self.encoder, self.cfg, self.classes, out)
 
     def close(self, status: str = "FINISHED") -> None:
         self.logger.close(status)
+
+
+def save_model_dir(model: Extractor, encoder: FusionEncoder, cfg: FinetuneConfig, classes: list[str],
+                   out: Path) -> None:
+    """A model/ directory: the encoder export, the heads (safetensors), the classes and the config."""
+    from safetensors.torch import save_file
+
+    encoder.export(out / "encoder")
+    heads = {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+    save_file(heads, str(out / "heads.safetensors"))
+    (out / "classes.json").write_text(json.dumps(classes) + "\n")
+    save_config(cfg, out / "config.yaml")
 
 
 def load_trained(run: Path) -> tuple[Extractor, FinetuneConfig]:

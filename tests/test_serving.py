@@ -47,7 +47,7 @@ def load(mlruns, uri):
 def test_pyfunc_model_predicts_like_predict_and_refuses_bad_posts(mner_model, synth_dir):
     from mlflow.exceptions import MlflowException
 
-    from finetune.predict import predict_posts
+    from finetune.predict import Predictor
     from finetune.trainer import load_trained
 
     run, mlruns, uri = mner_model
@@ -55,8 +55,8 @@ def test_pyfunc_model_predicts_like_predict_and_refuses_bad_posts(mner_model, sy
     model = load(mlruns, uri)
     sent, picture = posts(synth_dir)
     got = model.predict(pd.DataFrame(sent))
-    want = predict_posts(*load_trained(run), [{**p, "image": str(picture) if "image" in p else ""} for p in sent],
-                         None)
+    want = Predictor(*load_trained(run)).predict([{**p, "image": str(picture) if "image" in p else ""}
+                                                  for p in sent])
     assert [g["entities"] for g in got] == [w["entities"] for w in want]
     assert got[1]["image"] == str(picture) and got[2]["image"].startswith("base64:")
     assert got[2]["context"] == got[1]["context"] and got[0]["context"] != got[1]["context"]  # the picture was seen
