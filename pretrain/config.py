@@ -48,6 +48,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 20
     ckpt_every: int = 100
+    dist_timeout_s: int = 600  # a collective waiting longer than this for another rank fails instead of hanging
 
 
 @dataclass

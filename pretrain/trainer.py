@@ -10,6 +10,7 @@ import copy
 import json
 import math
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from common.fusion import FusionEncoder
 from common.optim import warmup_cosine
 from common.tracking import check_tracking_uri, make_logger
 from pretrain.config import PretrainConfig
-from pretrain.data import (Collate, EpochStages, ImageSpec, build_pipeline, make_loader, rank_batches,
+from pretrain.data import (SKIPPED, Collate, EpochStages, ImageSpec, build_pipeline, make_loader, rank_batches,
                            read_shard_dir)
 from pretrain.task import PromuTask
 
@@ -37,15 +38,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed() -> tuple[int, int, torch.device]:
-    """Under the deepspeed launcher or torchrun the environment says who we are; alone we are rank 0 of 1."""
+def init_distributed(timeout_s: int = 600) -> tuple[int, int, torch.device]:
+    """Under the deepspeed launcher or torchrun the environment says who we are; alone we are rank 0 of 1.
+    timeout_s bounds every collective: a rank that stops answering ends the others with an error, never a hang."""
+    from datetime import timedelta
+
     import deepspeed
 
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
     cuda = torch.cuda.is_available()
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False,
+                               timeout=timedelta(seconds=timeout_s))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
     if cuda:
@@ -88,7 +93,7 @@ class Trainer:
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
         if int(os.environ.get("RANK", "0")) == 0:  # only rank 0 logs to MLflow
             check_tracking_uri(tracking_uri)
-        self.rank, self.world, self.device = init_distributed()
+        self.rank, self.world, self.device = init_distributed(cfg.train.dist_timeout_s)
         torch.manual_seed(cfg.train.seed)
         self.shards, self.manifest, self.vocab = read_shard_dir(cfg.data.train)
         if cfg.data.val:
@@ -192,6 +197,22 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------------------------
     def fit(self) -> dict:
+        """Train to cfg.train.steps, export, return the metrics. Another rank dying (or a collective timing out)
+        is a one-line error naming the checkpoint to --resume from."""
+        try:
+            return self._fit()
+        except RuntimeError as e:  # gloo and NCCL raise RuntimeError subclasses (DistBackendError, ...)
+            if self.world == 1 or not lost_peer(e):
+                raise
+            latest = self.ckpt_dir / "latest"
+            where = f"{self.ckpt_dir}/{latest.read_text().strip()}" if latest.is_file() else "none yet"
+            reason = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            reason = re.sub(r"^\[[^\]]*\]\s*", "", reason).split(". ")[0]  # gloo: "[file:line] what. advice"
+            raise MmieError(f"rank {self.rank}: another rank stopped answering during step {self.state['step'] + 1} "
+                            f"({reason[:120]}); last checkpoint: {where} — restart every rank with --resume") \
+                from None
+
+    def _fit(self) -> dict:
         cfg = self.cfg
         if self.resume:
             self.load()
@@ -247,6 +268,9 @@ class Trainer:
                     self.logger.log_metrics(last_val, step)
                 if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < cfg.train.steps:
                     self.save()
+            for reason, n in SKIPPED.items():  # read errors after the epoch's last batch (in-process reading)
+                self.skipped[reason] = self.skipped.get(reason, 0) + n
+            SKIPPED.clear()
             if self.state["batches_in_epoch"] >= n_epoch:
                 self.state["epoch"] += 1
                 self.state["batches_in_epoch"] = 0
@@ -301,6 +325,15 @@ class Trainer:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         remove_shm_buffers(self.rank)
+
+
+LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out", "timed out",
+             "NCCL communicator was aborted")
+
+
+def lost_peer(e: BaseException) -> bool:
+    """A collective failed because another rank died or stopped answering."""
+    return isinstance(e, getattr(torch.distributed, "DistNetworkError", ())) or any(s in str(e) for s in LOST_PEER)
 
 
 def rates(sums: dict[str, float]) -> dict[str, float]:
