@@ -133,7 +133,7 @@ def read_mnre(path: Path, split: str = "") -> Split:
             continue
         try:
             d = ast.literal_eval(line)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # TypeError: {[1]: 2}
             raise DataError(f"{path}:{n}: not a Python dict literal") from None
         if not isinstance(d, dict) or not {"token", "h", "t", "relation"} <= set(d):
             raise DataError(f"{path}:{n}: expected a dict with token, h, t, img_id, relation")
