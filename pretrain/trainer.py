@@ -12,6 +12,7 @@ import math
 import os
 import re
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -161,12 +162,31 @@ class Trainer:
         return tag
 
     def load(self) -> None:
+        """The newest checkpoint every rank can read: the one `latest` names, else the next older (named on
+        stderr). The ranks agree on each attempt (all-reduce), so a file damaged on one rank moves them all."""
         if not (self.ckpt_dir / "latest").is_file():
             raise MmieError(f"--resume: no checkpoint in {self.ckpt_dir}")
-        _, client = self.engine.load_checkpoint(str(self.ckpt_dir))
-        if client is None:
-            raise MmieError(f"--resume: could not load the checkpoint in {self.ckpt_dir} (same world size?)")
-        self.state.update({k: client[k] for k in self.state})
+        latest = (self.ckpt_dir / "latest").read_text().strip()
+        tags = sorted((p.name for p in self.ckpt_dir.glob("step*") if p.name[4:].isdigit()),
+                      key=lambda t: int(t[4:]), reverse=True)
+        tags = [latest] + [t for t in tags if t != latest]
+        for i, tag in enumerate(tags):
+            try:
+                _, client = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
+                problem = "" if client is not None else "nothing loaded (same world size?)"
+            except Exception as e:  # torch.load raises many kinds on a truncated or garbled file
+                problem = f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"
+            ok = torch.tensor(0 if problem else 1)
+            torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+            if ok.item():
+                self.state.update({k: client[k] for k in self.state})
+                if i and self.rank == 0:
+                    print(f"--resume: resumed from {tag} instead", file=sys.stderr)
+                return
+            if self.rank == 0:
+                print(f"--resume: checkpoint {self.ckpt_dir / tag} is unreadable ({problem or 'on another rank'})"
+                      f"{'; trying ' + tags[i + 1] if i + 1 < len(tags) else ''}", file=sys.stderr)
+        raise MmieError(f"--resume: no readable checkpoint in {self.ckpt_dir} (tried {', '.join(tags)})")
 
     # --- evaluation -------------------------------------------------------------------------------------------
     @torch.no_grad()

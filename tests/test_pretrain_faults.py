@@ -110,3 +110,28 @@ def test_shards_cut_short_while_read_are_skipped_and_counted(tiny_shards, tmp_pa
     assert metrics["steps"] == 12
     assert sum(metrics["skipped_samples"].values()) >= 1, metrics["skipped_samples"]
     assert "skipping a bad sample" in log
+
+
+def test_resume_past_a_damaged_latest_checkpoint_names_it_and_uses_the_one_before(tiny_shards, tmp_path):
+    run_dir, mlruns = tmp_path / "run", tmp_path / "mlruns"
+    args = common_args(tiny_shards, run_dir, mlruns, "train.steps=9", "train.ckpt_every=3", "train.eval_every=0",
+                       "train.log_every=3", "deepspeed=pretrain/configs/ds/zero0.json")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, str(REPO / "pretrain" / "run.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    latest = run_dir / "checkpoints" / "latest"
+    try:
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline and not (
+                latest.is_file() and latest.read_text().strip() == "step6"):
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before its second checkpoint"
+    finally:
+        stop(proc)
+    for f in (run_dir / "checkpoints" / "step6").rglob("*.pt"):
+        os.truncate(f, f.stat().st_size // 2)
+    r = run_pretrain(args + ["--resume"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "step6 is unreadable" in r.stderr and "resumed from step3 instead" in r.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 9 and metrics["samples_seen"] == 9 * 4
