@@ -66,13 +66,7 @@ def run_point(cfg, run_dir: Path, tracking_uri: str, parent_run_id: str | None) 
         return json.loads((run_dir / "metrics.json").read_text())
     trainer = FinetuneTrainer(cfg, run_dir, tracking_uri, parent_run_id=parent_run_id,
                               resume=(run_dir / "checkpoints").is_dir(), log_model=False)
-    try:
-        result = trainer.fit()
-    except BaseException:
-        trainer.close("FAILED")
-        raise
-    trainer.close()
-    return result
+    return trainer.fit_and_close()
 
 
 def summarise(points: list[dict]) -> list[dict]:

@@ -89,12 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("finetune/run.py: give --data DIR (or data.dir=...)")
     run_dir = Path(a.run_dir or f"runs/{cfg.name}-{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = FinetuneTrainer(cfg, run_dir, a.tracking_uri, resume=a.resume, log_model=not a.no_mlflow_model)
-    try:
-        result = trainer.fit()
-    except BaseException:
-        trainer.close("FAILED")
-        raise
-    trainer.close()
+    result = trainer.fit_and_close()
     d, t = result["dev"], result["test"]
     print(f"{cfg.task} on {cfg.data.dir}: best dev F1 {100 * d['f1']:.2f} (epoch {result['best_epoch']}), test F1 "
           f"{100 * t['f1']:.2f} (P {100 * t['precision']:.2f} R {100 * t['recall']:.2f}) in {result['wall_s']}s; "

@@ -338,6 +338,16 @@ class FinetuneTrainer:
     def close(self, status: str = "FINISHED") -> None:
         self.logger.close(status)
 
+    def fit_and_close(self) -> dict:
+        """fit(), then close the MLflow run: FINISHED, or FAILED when fit raised (the error goes on)."""
+        try:
+            result = self.fit()
+        except BaseException:
+            self.close("FAILED")
+            raise
+        self.close()
+        return result
+
 
 def save_model_dir(model: Extractor, encoder: FusionEncoder, cfg: FinetuneConfig, classes: list[str],
                    out: Path) -> None:
