@@ -322,7 +322,11 @@ class FinetuneTrainer:
         if self.log_model and run_id:  # the MLflow pyfunc model, servable with `mlflow models serve`
             from finetune.mlflow_model import log_model
 
-            result["mlflow_model"] = log_model(out / "model", self.tracking_uri, run_id, self.cfg.task)
+            try:
+                result["mlflow_model"] = log_model(out / "model", self.tracking_uri, run_id, self.cfg.task)
+            except Exception as e:  # a finished run's results are never lost to a logging failure
+                print(f"warning: the model was not logged to MLflow ({type(e).__name__}: {str(e)[:200]}); it is in "
+                      f"{out / 'model'}", file=sys.stderr)
         (out / "metrics.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
         write_predictions(out / "predictions.jsonl", self.cfg.task, self.splits["test"].examples, test_preds)
         title = f"{self.cfg.task} test ({Path(self.cfg.data.dir).name}, init {Path(self.cfg.init).name})"
