@@ -58,6 +58,7 @@ demo: $(STAMP)
 	  --run-dir $(DEMO)/finetune/mner-pretrained --tracking-uri $(MLRUNS) train.epochs=3 data.max_train=600
 	$(LOOPBACK) $(PY) finetune/run.py --task mner --data $(DEMO)/data/twitter --init none \
 	  --run-dir $(DEMO)/finetune/mner-zoo --tracking-uri $(MLRUNS) train.epochs=3 data.max_train=600
+	$(LOOPBACK) $(PY) -m finetune.view --run $(DEMO)/finetune/mner-pretrained --tracking-uri $(MLRUNS)
 	$(MAKE) --no-print-directory sweep-demo
 	$(PY) -m common.summary $(DEMO)
 
