@@ -155,9 +155,13 @@ def log_model(model_dir: Path, tracking_uri: str, run_id: str, task: str) -> str
 
     from common.tracking import resolve_tracking_uri
 
+    previous = mlflow.get_tracking_uri()  # the fluent API's store is process-wide: put it back afterwards
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri)[0])
-    with mlflow.start_run(run_id=run_id):
-        mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("mlflow_entry.py")),
-                                artifacts={"model": str(model_dir)}, signature=signature(task),
-                                input_example=pd.DataFrame(input_example(task)), pip_requirements=requirements())
+    try:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("mlflow_entry.py")),
+                                    artifacts={"model": str(model_dir)}, signature=signature(task),
+                                    input_example=pd.DataFrame(input_example(task)), pip_requirements=requirements())
+    finally:
+        mlflow.set_tracking_uri(previous)
     return f"runs:/{run_id}/model"
