@@ -10,7 +10,8 @@ JSON object
     python bench/predict.py [--run RUN] [--posts 100] [--threads 0] [--data ../shared/data]
 
 Posts are Twitter-2015 test tweets ($MMIE_DATA); the picture is a 640x480 JPEG written once (Twitter-2015 ships
-none). Without --run the default MNER configuration is built untrained and saved and loaded the way a run's model
+none). The predictor runs as the MLflow server runs it (persist=False, an empty $MMIE_CACHE): every call tags its
+words with spaCy and describes its picture afresh. Without --run the default MNER configuration is built untrained and saved and loaded the way a run's model
 is: latency does not depend on the weights' values. With --run, that run's model.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ import common  # noqa: E402,F401
 REPO = Path(__file__).resolve().parents[1]
 # stage -> the function whose cumulative time it is (module path fragment, function name)
 STAGES = {"pos_tags": ("finetune/pos.py", "tag"), "context": ("finetune/context.py", "describe"),
-          "image_decode": ("finetune/images.py", "open"), "image_preprocess": ("common/fusion.py", "preprocess"),
+          "image_decode": ("finetune/images.py", "open"), "image_preprocess": ("common/zoo/vision.py", "preprocess"),
           "features": ("finetune/batches.py", "build_features"), "model": ("finetune/batches.py", "predict_features")}
 
 
@@ -126,18 +127,19 @@ def main(argv=None) -> int:
     texts = tweets(data, a.posts)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        os.environ["MMIE_CACHE"] = str(tmp / "cache")  # new posts: no POS tags or picture descriptions cached
         photo = picture(tmp)
         dirs = {"on": Path(a.run) / "model" if a.run else default_model_dir(tmp, "on")}
         dirs["none"] = default_model_dir(tmp, "none") if not a.run else dirs["on"]
         t0 = time.perf_counter()
         model, cfg = load_model_dir(dirs["on"])
         load_s = time.perf_counter() - t0
-        on = Predictor(model, cfg)
+        on = Predictor(model, cfg, persist=False)  # as the server runs it: nothing cached across calls
         with_image = [{"text": t, "image": str(photo)} for t in texts]
         without = [{"text": t} for t in texts]
         variants = {"image": latency(on, with_image), "stand_in": latency(on, without)}
         if not a.run:
-            variants["text_only"] = latency(Predictor(*load_model_dir(dirs["none"])), without)
+            variants["text_only"] = latency(Predictor(*load_model_dir(dirs["none"]), persist=False), without)
         parts = stages(on, with_image[: min(50, len(with_image))])
     result = {"load_s": round(load_s, 2), "variants": variants, "stages_ms_per_post": parts,
               "threads": torch.get_num_threads(), "weights": str(a.run) if a.run else "default config, untrained",
