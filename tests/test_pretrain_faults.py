@@ -1,6 +1,7 @@
 """Fault injection in pretraining: one rank killed mid-run, a shard cut short while it is read."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -70,7 +71,9 @@ def test_killed_rank_ends_the_other_with_a_clear_error_and_resume_finishes(tiny_
     code, err = rank0
     (line,) = [x[x.index("error:"):] for x in err.splitlines() if "error:" in x]  # (after a progress bar's \r)
     assert code == 2 and line.startswith("error: rank 0: another rank stopped answering during step"), err[-2000:]
-    assert "Connection closed by peer" in line and "checkpoints/step" in line and line.endswith("with --resume")
+    # gloo says "Connection closed by peer" or "Read error ...: Connection reset by peer", depending on timing
+    assert re.search(r"Connection (closed|reset) by peer", line), line
+    assert "checkpoints/step" in line and line.endswith("with --resume")
     assert waited < 60
     (r0, r1), _ = run_ranks(args + ["--resume"], tmp_path, "resumed")
     assert r0[0] == 0 and r1[0] == 0, (r0[1] + r1[1])[-3000:]
