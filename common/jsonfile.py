@@ -17,3 +17,23 @@ def load_json(path: Path, missing: str, invalid: str):
         return json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{invalid} ({e})") from None
+
+
+def read_jsonl(path: Path) -> list[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line of a JSON-lines file; DataError naming file:line for a
+    line that is not UTF-8 or not JSON (a leading byte-order mark is allowed), or when the file does not exist."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    out = []
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
+            if line.strip():
+                try:
+                    out.append((n, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n}: not JSON ({e.msg})") from None
+    return out

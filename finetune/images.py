@@ -20,15 +20,20 @@ class ImageStore:
     """Opens post images by file name under `root` (None: every image is missing) and counts the outcome of each
     distinct name once, however often it is opened (the context source and the trainer both open a split's images)."""
 
-    def __init__(self, root: str | Path | None):
+    def __init__(self, root: str | Path | None, keep: bool = False):
+        """keep: hold each decoded picture for the store's lifetime, so a second open (the context source, then
+        the model) does not decode it again — for a store that lives for one predict call, not a whole split."""
         self.root = Path(root) if root else None
         self.counts: Counter = Counter()  # "ok" | "missing" | "unreadable"
         self.seen: set[str] = set()
+        self.kept: dict[str, tuple[Image.Image, str]] | None = {} if keep else None
 
     def path(self, name: str) -> Path | None:
         return self.root / name if self.root and name else None
 
     def open(self, name: str) -> tuple[Image.Image, str]:
+        if self.kept is not None and name in self.kept:
+            return self.kept[name]
         path = self.path(name)
         if path is None or not path.is_file():
             status, img = "missing", default_image()
@@ -42,6 +47,8 @@ class ImageStore:
         if name not in self.seen:
             self.seen.add(name)
             self.counts[status] += 1
+        if self.kept is not None:
+            self.kept[name] = (img, status)
         return img, status
 
     def report(self) -> dict[str, int]:

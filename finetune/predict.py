@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from common.errors import DataError, MmieError, cli_main
+from common.jsonfile import read_jsonl
 from finetune.batches import build_features, predict_features
 from finetune.context import build_context
 from finetune.examples import NONE_RELATION, Example, Span, Triple
@@ -87,7 +88,8 @@ class Predictor:
         "unreadable"})."""
         model, cfg = self.model, self.cfg
         examples = [to_example(i, p, cfg.task, where[i] if where else None) for i, p in enumerate(posts)]
-        store = ImageStore(image_root or Path("/"))  # absolute image paths work with root "/"
+        store = ImageStore(image_root or Path("/"), keep=True)  # absolute image paths work with root "/"; the
+        # context source and the model then share each decoded picture
         contexts = self.context.describe([ex.image for ex in examples], store)
         images = {STAND_IN: self.stand_in}
         status_of: dict[str, str] = {}  # each named picture: ok | missing | unreadable
@@ -157,21 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise MmieError(f"--{key} {value!r}: expected START:END word indices") from None
         posts, root = [post], None
     else:
-        if not a.jsonl.is_file():
-            raise DataError(f"{a.jsonl} does not exist")
-        posts, where = [], []
-        with open(a.jsonl, "rb") as fh:
-            for n, raw in enumerate(fh, 1):
-                try:
-                    line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
-                except UnicodeDecodeError as e:
-                    raise DataError(f"{a.jsonl}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
-                if line.strip():
-                    try:
-                        posts.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{a.jsonl}:{n}: not JSON ({e.msg})") from None
-                    where.append(f"{a.jsonl}:{n}")
+        lines = read_jsonl(a.jsonl)
+        posts, where = [post for _, post in lines], [f"{a.jsonl}:{n}" for n, _ in lines]
         root = a.images
     counts: dict = {}
     for row in Predictor(model, cfg).predict(posts, root, where, counts):

@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from common.errors import DataError, MmieError, cli_main
+from common.jsonfile import read_jsonl
 
 COLORS = {"PER": "#aa9cfc", "LOC": "#ff9561", "ORG": "#7aecec", "MISC": "#e4e7d2"}
 KINDS = ("missed", "spurious", "wrong type")
@@ -33,28 +34,29 @@ def spans_of(tags: list[str]) -> list[dict]:
     return [{"start": s.start, "end": s.end, "label": s.label} for s in tags_to_spans(tags)]
 
 
+def label_errors(gold: dict, pred: dict, field: str) -> list[dict]:
+    """Gold vs predicted labels keyed by the same words (`field`: a "span", or a head/tail "pair"): wrong type
+    (another label), missed (gold only), spurious (predicted only)."""
+    out = [{"kind": "wrong type", field: k, "gold": g, "pred": pred[k], "type": g}
+           for k, g in gold.items() if k in pred and pred[k] != g]
+    out += [{"kind": "missed", field: k, "gold": g, "type": g} for k, g in gold.items() if k not in pred]
+    out += [{"kind": "spurious", field: k, "pred": p, "type": p} for k, p in pred.items() if k not in gold]
+    return out
+
+
 def entity_errors(gold: list[dict], pred: list[dict]) -> list[dict]:
-    """Gold vs predicted spans: wrong type (same words), missed (gold only), spurious (predicted only)."""
-    g = {(s["start"], s["end"]): s["label"] for s in gold}
-    p = {(s["start"], s["end"]): s["label"] for s in pred}
-    out = [{"kind": "wrong type", "span": k, "gold": g[k], "pred": p[k], "type": g[k]}
-           for k in g if k in p and g[k] != p[k]]
-    out += [{"kind": "missed", "span": k, "gold": g[k], "type": g[k]} for k in g if k not in p]
-    out += [{"kind": "spurious", "span": k, "pred": p[k], "type": p[k]} for k in p if k not in g]
-    return out
+    def by_span(spans):
+        return {(s["start"], s["end"]): s["label"] for s in spans}
+
+    return label_errors(by_span(gold), by_span(pred), "span")
 
 
-def triple_errors(gold: list[dict], pred: list[dict]) -> list[dict]:
-    """Relations keyed by (head, tail) spans: wrong type (another relation), missed, spurious."""
-    def key(t):
-        return (t["head"]["start"], t["head"]["end"], t["tail"]["start"], t["tail"]["end"])
+def relation_errors(gold: list[dict], pred: list[dict]) -> list[dict]:
+    def by_pair(triples):
+        return {(t["head"]["start"], t["head"]["end"], t["tail"]["start"], t["tail"]["end"]): t["label"]
+                for t in triples}
 
-    g, p = {key(t): t["label"] for t in gold}, {key(t): t["label"] for t in pred}
-    out = [{"kind": "wrong type", "pair": k, "gold": g[k], "pred": p[k], "type": g[k]}
-           for k in g if k in p and g[k] != p[k]]
-    out += [{"kind": "missed", "pair": k, "gold": g[k], "type": g[k]} for k in g if k not in p]
-    out += [{"kind": "spurious", "pair": k, "pred": p[k], "type": p[k]} for k in p if k not in g]
-    return out
+    return label_errors(by_pair(gold), by_pair(pred), "pair")
 
 
 def post_view(task: str, row: dict) -> dict:
@@ -74,11 +76,11 @@ def post_view(task: str, row: dict) -> dict:
         rel = [{"head": h, "tail": t, "label": lab} for lab in (row["gold"], row["pred"])]
         gold_rel, pred_rel = ([r] if r["label"] not in (None, NONE_RELATION) else [] for r in rel)
         return {"gold": [h, t], "pred": [h, t], "gold_rel": gold_rel, "pred_rel": pred_rel,
-                "errors": triple_errors(gold_rel, pred_rel)}
+                "errors": relation_errors(gold_rel, pred_rel)}
     gold, pred = row["gold"], row["pred"]
     return {"gold": gold["entities"], "pred": pred["entities"], "gold_rel": gold["triples"],
             "pred_rel": pred["triples"], "errors": entity_errors(gold["entities"], pred["entities"])
-            + triple_errors(gold["triples"], pred["triples"])}
+            + relation_errors(gold["triples"], pred["triples"])}
 
 
 def char_spans(tokens: list[str], spans: list[dict]) -> tuple[str, list[dict]]:
@@ -88,7 +90,8 @@ def char_spans(tokens: list[str], spans: list[dict]) -> tuple[str, list[dict]]:
         text += w + " "
     ends = [s + len(w) for s, w in zip(starts, tokens)]
     return text.rstrip(), [{"start": starts[s["start"]], "end": ends[s["end"] - 1], "label": s["label"]}
-                           for s in sorted(spans, key=lambda s: s["start"]) if 0 <= s["start"] < s["end"] <= len(tokens)]
+                           for s in sorted(spans, key=lambda s: s["start"])
+                           if 0 <= s["start"] < s["end"] <= len(tokens)]
 
 
 def render_entities(tokens: list[str], spans: list[dict]) -> str:
@@ -113,7 +116,8 @@ def render_arcs(tokens: list[str], relations: list[dict]) -> str:
     for r in relations:
         a, b = r["head"]["start"] - lo, r["tail"]["start"] - lo
         if a != b:
-            arcs.append({"start": min(a, b), "end": max(a, b), "label": r["label"], "dir": "right" if a < b else "left"})
+            arcs.append({"start": min(a, b), "end": max(a, b), "label": r["label"],
+                         "dir": "right" if a < b else "left"})
     longest = max(len(r["label"]) for r in relations)  # room for the label between two words
     return displacy.render({"words": words, "arcs": arcs}, style="dep", manual=True, page=False,
                            options={"compact": True, "distance": max(120, 9 * longest), "offset_x": 60,
@@ -152,7 +156,8 @@ def describe_error(tokens: list[str], e: dict) -> str:
         words = f"{' '.join(tokens[hs:he])} → {' '.join(tokens[ts:te])}"
     labels = {"wrong type": f"{e.get('gold')} predicted as {e.get('pred')}", "missed": f"gold {e.get('gold')}",
               "spurious": f"predicted {e.get('pred')}"}[e["kind"]]
-    return f"<li class='err {e['kind'].replace(' ', '-')}'><b>{e['kind']}</b>: “{html.escape(words)}” ({html.escape(str(labels))})</li>"
+    return (f"<li class='err {e['kind'].replace(' ', '-')}'><b>{e['kind']}</b>: “{html.escape(words)}” "
+            f"({html.escape(str(labels))})</li>")
 
 
 def post_block(task: str, row: dict, view: dict, img: tuple[str, str]) -> str:
@@ -180,7 +185,8 @@ def post_block(task: str, row: dict, view: dict, img: tuple[str, str]) -> str:
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222} h1{font-size:1.4em} h4{margin:.4em 0 .1em;font-size:.8em;
 color:#666;text-transform:uppercase} .plots img{max-width:32%;margin-right:1%} .post{display:flex;gap:1em;
-border-top:1px solid #ddd;padding:.8em 0} figure{margin:0;width:170px;flex:none} figcaption{font-size:.75em;color:#666} .standin-note{color:#a33}
+border-top:1px solid #ddd;padding:.8em 0} figure{margin:0;width:170px;flex:none}
+figcaption{font-size:.75em;color:#666} .standin-note{color:#a33}
 .body{flex:1;min-width:0} .uid{font-size:.75em;color:#888} .entities{line-height:2.2!important} ul{margin:.3em 0}
 .err{color:#a33} .ok{color:#282} .rel{overflow-x:auto} #filters{position:sticky;top:0;background:#fff;padding:.5em 0;
 border-bottom:1px solid #ccc;z-index:1} label{margin-right:1em}"""
@@ -216,7 +222,8 @@ def render_page(run: Path, task: str, rows: list[dict], split: str, store, score
     blocks = "".join(post_block(task, rows[i], views[i], thumbnail(store, rows[i].get("image") or ""))
                      for i in order)
     counts = Counter(e["kind"] for v in views for e in v["errors"])
-    types = sorted({str(e["type"]) for v in views for e in v["errors"]} | {s["label"] for v in views for s in v["gold"]})
+    types = sorted({str(e["type"]) for v in views for e in v["errors"]}
+                   | {s["label"] for v in views for s in v["gold"]})
     checks = "".join(f"<label><input type='checkbox' name='kind' value='{k.replace(' ', '-')}' checked> {k} "
                      f"({counts.get(k, 0)})</label>" for k in KINDS)
     n_correct = sum(not v["errors"] for v in views)
@@ -230,19 +237,6 @@ def render_page(run: Path, task: str, rows: list[dict], split: str, store, score
             f"</select></label><span id='count'></span></div>{blocks}<script>{SCRIPT}</script></body></html>")
 
 
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise DataError(f"{path} does not exist")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not JSON ({e.msg})") from None
-    return rows
-
-
 def view(run: Path, split: str = "test", out: Path | None = None, tracking_uri: str | None = "./mlruns") -> Path:
     from common.config import load_config
     from finetune.config import FinetuneConfig
@@ -254,7 +248,7 @@ def view(run: Path, split: str = "test", out: Path | None = None, tracking_uri: 
     cfg = load_config(FinetuneConfig, run / "config.yaml")
     scores = None
     if split == "test":
-        rows = read_rows(run / "predictions.jsonl")
+        rows = [row for _, row in read_jsonl(run / "predictions.jsonl")]
         if (run / "metrics.json").is_file():
             scores = json.loads((run / "metrics.json").read_text()).get("test")
     else:
@@ -263,7 +257,8 @@ def view(run: Path, split: str = "test", out: Path | None = None, tracking_uri: 
         result = evaluate(run, Path(cfg.data.dir), split, Path(cfg.data.images) if cfg.data.images else None,
                           tracking_uri=tracking_uri)
         scores = result["scores"]
-        rows = read_rows(run / "eval" / f"{Path(cfg.data.dir).name}-{split}" / "predictions.jsonl")
+        rows = [row for _, row in read_jsonl(run / "eval" / f"{Path(cfg.data.dir).name}-{split}"
+                                             / "predictions.jsonl")]
     root = Path(cfg.data.images) if cfg.data.images else resolve_image_root(Path(cfg.data.dir), None)
     store = ImageStore(root)
     out = Path(out or run / f"view-{split}.html")
