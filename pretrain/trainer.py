@@ -14,6 +14,7 @@ import re
 import socket
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -124,7 +125,7 @@ class Trainer:
                                mlm_prob=cfg.loss.mlm_prob if cfg.loss.mlm > 0 else 0.0, seed=cfg.train.seed)
         self.state = {"step": 0, "samples_seen": 0, "epoch": 0, "batches_in_epoch": 0}
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.skipped: dict[str, int] = {}
+        self.skipped: Counter = Counter()  # bad samples by reason
         self.audit = None
         if cfg.data.audit_keys:  # every consumed sample key, by epoch and step (a data-order audit trail)
             (self.run_dir / "audit").mkdir(parents=True, exist_ok=True)
@@ -251,8 +252,7 @@ class Trainer:
             for batch in self.train_loader(stages):
                 if self.state["batches_in_epoch"] >= n_epoch or self.state["step"] >= cfg.train.steps:
                     break
-                for reason, n in batch.pop("skipped").items():
-                    self.skipped[reason] = self.skipped.get(reason, 0) + n
+                self.skipped.update(batch.pop("skipped"))
                 if self.audit is not None:
                     self.audit.write(f"{self.state['epoch']} {self.state['step']} {' '.join(batch['keys'])}\n")
                     self.audit.flush()
@@ -288,8 +288,7 @@ class Trainer:
                     self.logger.log_metrics(last_val, step)
                 if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < cfg.train.steps:
                     self.save()
-            for reason, n in SKIPPED.items():  # read errors after the epoch's last batch (in-process reading)
-                self.skipped[reason] = self.skipped.get(reason, 0) + n
+            self.skipped.update(SKIPPED)  # read errors after the epoch's last batch (in-process reading)
             SKIPPED.clear()
             if self.state["batches_in_epoch"] >= n_epoch:
                 self.state["epoch"] += 1
@@ -303,7 +302,7 @@ class Trainer:
                    "epochs_completed": self.state["epoch"], "world_size": self.world, "zero_stage": self.zero_stage,
                    "wall_s": round(wall, 1),
                    "samples_per_s": round((self.state["samples_seen"] - start_samples) / max(wall, 1e-9), 2),
-                   "skipped_samples": self.skipped, **{k.replace("/", "_"): v for k, v in last_val.items()}}
+                   "skipped_samples": dict(self.skipped), **{k.replace("/", "_"): v for k, v in last_val.items()}}
         self.export(tag, metrics)
         return metrics
 
