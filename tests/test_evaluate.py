@@ -6,16 +6,13 @@ import pytest
 
 from common.errors import DataError
 from finetune.evaluate import evaluate
-from finetune.run import main as finetune_main
+from helpers.tiny_run import tiny_run
 
 
 @pytest.fixture(scope="module")
 def mner_run(synth_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
-    run = root / "run"
-    assert finetune_main(["--task", "mner", "--data", str(synth_dir / "twitter"), "--init", "none", "--run-dir",
-                          str(run), "--tracking-uri", str(root / "mlruns"), "train.epochs=1", "data.max_train=24",
-                          "train.batch_size=8", "model.image_size=64"]) == 0
+    run = tiny_run("mner", synth_dir / "twitter", root / "run", root / "mlruns")
     return run, root / "mlruns"
 
 

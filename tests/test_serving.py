@@ -13,20 +13,17 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from finetune.run import main as finetune_main
+from helpers.tiny_run import tiny_run
 
 
-def tiny_run(task, data, root):
-    run, mlruns = root / f"run-{task}", root / "mlruns"
-    assert finetune_main(["--task", task, "--data", str(data), "--init", "none", "--run-dir", str(run),
-                          "--tracking-uri", str(mlruns), "train.epochs=1", "data.max_train=24",
-                          "train.batch_size=8", "model.image_size=64"]) == 0
-    return run, mlruns, json.loads((run / "metrics.json").read_text())["mlflow_model"]
+def logged_run(task, data, root):
+    run = tiny_run(task, data, root / f"run-{task}", root / "mlruns")
+    return run, root / "mlruns", json.loads((run / "metrics.json").read_text())["mlflow_model"]
 
 
 @pytest.fixture(scope="module")
 def mner_model(synth_dir, tmp_path_factory):
-    return tiny_run("mner", synth_dir / "twitter", tmp_path_factory.mktemp("serving"))
+    return logged_run("mner", synth_dir / "twitter", tmp_path_factory.mktemp("serving"))
 
 
 def posts(synth_dir):
@@ -72,7 +69,7 @@ def test_pyfunc_model_predicts_like_predict_and_refuses_bad_posts(mner_model, sy
 def test_relation_model_takes_spans_and_refuses_spans_out_of_range(synth_dir, tmp_path):
     from mlflow.exceptions import MlflowException
 
-    run, mlruns, uri = tiny_run("mre", synth_dir / "mnre", tmp_path)
+    run, mlruns, uri = logged_run("mre", synth_dir / "mnre", tmp_path)
     model = load(mlruns, uri)
     (row,) = model.predict(pd.DataFrame([{"text": "Obama visited the Bulls in Chicago", "head": [0, 1],
                                           "tail": [5, 6]}]))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.run import main as finetune_main
 from finetune.view import entity_errors, post_view, render_page, view
+from helpers.tiny_run import tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("MMIE_TEST_ARTIFACTS", REPO / "runs" / "test-artifacts"))
@@ -58,10 +58,7 @@ def test_errors_are_classified_by_kind():
 @pytest.fixture(scope="module")
 def mner_run(synth_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("view")
-    run = root / "run"
-    assert finetune_main(["--task", "mner", "--data", str(synth_dir / "twitter"), "--init", "none", "--run-dir",
-                          str(run), "--tracking-uri", str(root / "mlruns"), "--no-mlflow-model", "train.epochs=1",
-                          "data.max_train=24", "train.batch_size=8", "model.image_size=64"]) == 0
+    run = tiny_run("mner", synth_dir / "twitter", root / "run", root / "mlruns", "--no-mlflow-model")
     return run, root / "mlruns"
 
 
