@@ -11,8 +11,9 @@ JSON object
 
 Posts are Twitter-2015 test tweets ($MMIE_DATA); the picture is a 640x480 JPEG written once (Twitter-2015 ships
 none). The predictor runs as the MLflow server runs it (persist=False, an empty $MMIE_CACHE): every call tags its
-words with spaCy and describes its picture afresh. Without --run the default MNER configuration is built untrained and saved and loaded the way a run's model
-is: latency does not depend on the weights' values. With --run, that run's model.
+words with spaCy and describes its picture afresh. Without --run the default MNER configuration is built
+untrained and saved and loaded the way a run's model is: latency does not depend on the weights' values. With
+--run, that run's model.
 """
 from __future__ import annotations
 
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
               "model": f"{cfg.model.text} + {cfg.model.vision} at {cfg.model.image_size} px, "
                        f"{cfg.model.fusion_layers} fusion layers"}
     for name, v in variants.items():
-        print(f"{name:9s} p50 {v['p50_ms']:7.1f} ms  p95 {v['p95_ms']:7.1f} ms  batched {v['batched_posts_per_s']:6.1f} "
+        print(f"{name:9s} p50 {v['p50_ms']:7.1f} ms  p95 {v['p95_ms']:7.1f} ms  "
+              f"batched {v['batched_posts_per_s']:6.1f} "
               f"posts/s", file=sys.stderr)
     print(json.dumps(result))
     return 0

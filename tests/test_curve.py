@@ -50,7 +50,8 @@ def test_curve_trains_nested_points_logs_one_parent_and_continues(synth_dir, tmp
     exp = client.get_experiment_by_name("mmie-finetune").experiment_id
     (parent,) = client.search_runs([exp], "tags.curve = 'true'")
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == 4 and parent.data.metrics["curve/test_f1_mean"] == pytest.approx(r["rows"][1]["test_f1"]["mean"])
+    assert len(children) == 4
+    assert parent.data.metrics["curve/test_f1_mean"] == pytest.approx(r["rows"][1]["test_f1"]["mean"])
     # run again: finished points are read back (same numbers, same parent run), a different config is refused
     assert curve_main(args) == 0
     again = json.loads((out / "curve.json").read_text())
