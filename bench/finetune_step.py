@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 import common  # noqa: E402,F401
 from common.optim import adamw  # noqa: E402
+from finetune import task  # noqa: E402
 from finetune.trainer import FinetuneTrainer  # noqa: E402
 from finetune.run import build_config, parse  # noqa: E402
 
@@ -96,7 +97,8 @@ def parts(tr: FinetuneTrainer, idx: list[int], opt, gen: torch.Generator) -> dic
     L = H.shape[1]
 
     def adaptive():
-        box["M"] = model.fusion(E[:, :L], E[:, L:], E[:, :L], b["ctx_mask"])
+        masks = {"attention": b["attention_mask"], "text": b["text_mask"], "ctx": b["ctx_mask"]}
+        box["M"] = model.fusion(E[:, :L], E[:, L:], masks)["tokens"]
         backward_all(box["M"])
 
     out["adaptive fusion"] = timed(adaptive)
@@ -107,12 +109,12 @@ def parts(tr: FinetuneTrainer, idx: list[int], opt, gen: torch.Generator) -> dic
     out["heads"] = timed(lambda: model.main_loss(f, b).backward())
 
     def align():
-        terms = model.align_losses(f, gen)
+        terms = task.align_losses(model, f, gen)
         sum(terms.values()).backward()
 
     out["alignment losses"] = timed(align)
     model.zero_grad(set_to_none=True)
-    model.losses(b, gen)["loss"].backward()
+    task.losses(model, b, gen)["loss"].backward()
 
     def step():
         torch.nn.utils.clip_grad_norm_(model.parameters(), tr.cfg.train.clip)

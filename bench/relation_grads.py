@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import common  # noqa: E402,F401
+from finetune import task  # noqa: E402
 from finetune.batches import MARKER_STYLES  # noqa: E402
 from finetune.run import build_config, parse  # noqa: E402
 from finetune.trainer import FinetuneTrainer, param_group  # noqa: E402
@@ -53,15 +54,14 @@ def main() -> None:
         model, cfg = trainer.model, trainer.cfg
         model.train()
         prefixes = trainer.encoder.pretrained_prefixes(under="encoder.")
-        weights = {"main_loss": 1.0, "semantic_loss": cfg.align.alpha, "modality_loss": cfg.align.beta,
-                   "ips_loss": cfg.align.ips_weight}
+        weights = task.weights(cfg)
         out: dict = {"terms": {}, "clip": cfg.train.clip}
         batches = trainer.epoch_batches(1)[:a.batches]
         for term, w in [*weights.items(), ("loss", 1.0)]:
             norms = []
             for idx in batches:
                 model.zero_grad(set_to_none=True)
-                losses = model.losses(trainer._batch(trainer.data["train"], idx), torch.Generator().manual_seed(0))
+                losses = task.losses(model, trainer._batch(trainer.data["train"], idx), torch.Generator().manual_seed(0))
                 (w * losses[term]).backward()
                 norms.append(group_norms(model, prefixes) | {"value": float(losses[term])})
             out["terms"][term] = {k: sum(n.get(k, 0.0) for n in norms) / len(norms) for k in norms[0]}

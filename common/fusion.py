@@ -49,7 +49,9 @@ class FusionEncoder(nn.Module):
         nn.init.normal_(self.patch_pos, std=0.02)
         self.fusion_norm = nn.LayerNorm(d)
         text_layers = self.text.model.encoder.layer
-        if cfg.fusion_init == "text-upper" and cfg.fusion_layers <= len(text_layers):
+        if cfg.fusion_layers == 0:  # no joint layers: fuse() is the embedding step only (type/position + norm)
+            self.fusion = nn.ModuleList()
+        elif cfg.fusion_init == "text-upper" and cfg.fusion_layers <= len(text_layers):
             self.fusion = nn.ModuleList(copy.deepcopy(text_layers[-cfg.fusion_layers:]))
         else:
             from transformers.models.bert.modeling_bert import BertLayer

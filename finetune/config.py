@@ -51,6 +51,23 @@ class AlignConfig:
 
 
 @dataclass
+class FusionConfig:
+    """How the token states meet the image after the encoder (finetune/fusions/: one file per kind)."""
+    kind: str = "adaptive"  # adaptive (Shap-CA's gated fusion) | none | mgi (MGIPS-CL's interweave)
+    heads: int = 4  # attention heads of the fusion's attention layers
+    mutual_layers: int = 1  # mgi: mutual-attention layers (MGIPS-CL Eq. 2-4) before the interweave
+    interweave_layers: int = 1  # mgi: Interweave Encoder layers (Eq. 10-11); the paper found one best
+    granularity: Literal["both", "row", "column"] = "both"  # mgi: MGE's maps (Eq. 6); row/column = its ablations
+
+    def __post_init__(self):
+        from finetune.fusions import FUSIONS
+
+        if self.kind not in FUSIONS:
+            raise ConfigError(f"fusion.kind: unknown fusion {self.kind!r}; known: {', '.join(sorted(FUSIONS))}")
+        check_ranges("fusion", self, {"heads": (1, None), "mutual_layers": (0, None), "interweave_layers": (1, None)})
+
+
+@dataclass
 class HeadConfig:
     hidden: int = 512
     pos_dim: int = 100  # part-of-speech (+ word-shape) embedding
@@ -73,6 +90,7 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 3e-4  # heads and projections
     encoder_lr: float = 1e-4  # text and vision encoders and the fusion layers copied from the text encoder
+    vision_lr: float = -1.0  # the vision encoder's own learning rate; < 0: encoder_lr
     crf_lr: float = 5e-3  # CRF start/end/transition scores
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -99,6 +117,7 @@ class FinetuneConfig:
     experiment: str = "mmie-finetune"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)  # used with init none
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,5 +1,6 @@
-"""The fine-tuning model: FusionEncoder over [text; context] and the image -> alignment features -> adaptive
-fusion -> CRF head (MNER) or word-pair head (MRE, MJERE). Features and decoding here; losses are named terms."""
+"""The fine-tuning model: FusionEncoder over [text; context] and the image -> a fusion from the registry
+(finetune/fusions/, `fusion.kind`) -> CRF head (MNER) or word-pair head (MRE, MJERE). Features, heads and decoding
+here; the loss terms and their weights are in finetune/task.py."""
 from __future__ import annotations
 
 import torch
@@ -8,18 +9,11 @@ from torch import nn
 from common.fusion import FusionEncoder
 from finetune import calibration
 from finetune.config import FinetuneConfig
-from finetune.contrastive import implicit_positive_contrastive, info_nce
 from finetune.crf import CRF
-from finetune.gated_fusion import AdaptiveFusion
+from finetune.fusions import build_fusion, masked_mean
 from finetune.pos import UPOS
 from finetune.shape import SHAPES
-from finetune.shapley import shapley_contrastive
 from finetune.wordpair import WordPairHead, decode_joint, grid_loss
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(x.dtype)[..., None]
-    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 class Extractor(nn.Module):
@@ -27,7 +21,7 @@ class Extractor(nn.Module):
         super().__init__()
         self.encoder, self.cfg, self.classes, self.task = encoder, cfg, classes, cfg.task
         D, h, a = encoder.dim, cfg.head, cfg.align
-        self.fusion = AdaptiveFusion(D, dropout=h.dropout)
+        self.fusion = build_fusion(D, cfg.fusion, h.dropout)  # fusion.kind, from the registry
         self._stand_in: tuple | None = None  # (picture shape + vision versions, stand-in vision features)
         self.align_t, self.align_c, self.align_v = (nn.Linear(D, a.proj_dim) for _ in range(3))
         self.dropout = nn.Dropout(h.dropout)
@@ -89,11 +83,15 @@ class Extractor(nn.Module):
         E = enc.fuse(H, batch["attention_mask"], v_cls, v_patches)  # (N, L + 1 + P, D)
         L = H.shape[1]
         E_text, E_img = E[:, :L], E[:, L:]
-        M = self.fusion(E_text, E_img, E_text, batch["ctx_mask"])  # (N, L, D) image-aware token states
+        masks = {"attention": batch["attention_mask"], "text": batch["text_mask"], "ctx": batch["ctx_mask"]}
+        fused = self.fusion(E_text, E_img, masks)
+        M = fused["tokens"]  # (N, L, D) image-aware token states
         words = M.gather(1, batch["word_index"][..., None].expand(-1, -1, M.shape[-1]))  # (N, W, D)
-        return {"words": self.dropout(words), "x_t": masked_mean(H, batch["text_mask"]),
-                "x_c": masked_mean(H, batch["ctx_mask"]), "x_v": v_cls,
-                "has_ctx": batch["ctx_mask"].any(1)}
+        f = {"words": self.dropout(words), "x_t": masked_mean(H, batch["text_mask"]),
+             "x_c": masked_mean(H, batch["ctx_mask"]), "x_v": v_cls, "has_ctx": batch["ctx_mask"].any(1)}
+        if "text_vec" in fused:  # the fusion's own sentence/image features, for IPS-CL (finetune/task.py)
+            f |= {"ips_t": fused["text_vec"], "ips_v": fused["image_vec"]}
+        return f
 
     def form(self, batch: dict) -> torch.Tensor:
         form = self.pos_emb(batch["pos"])  # (N, W, pos_dim)
@@ -119,31 +117,6 @@ class Extractor(nn.Module):
         if self.task == "mre":
             return grid_loss(self.relation_out(f, batch), batch["relation"], self.class_weight)
         return grid_loss(self.pair(f["words"], self.form(batch)), batch["grid"], self.class_weight)
-
-    def align_losses(self, f: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Shap-CA's alignment (context <-> text, context <-> image) and MGIPS-CL's implicit positives."""
-        a = self.cfg.align
-        out: dict[str, torch.Tensor] = {}
-        t, c, v = self.align_t(f["x_t"]), self.align_c(f["x_c"]), self.align_v(f["x_v"])
-        ctx = f["has_ctx"]
-        if a.method == "shapley" and int(ctx.sum()) >= 2:
-            out["semantic_loss"] = shapley_contrastive(c[ctx], t[ctx], a.tau, generator)
-            out["modality_loss"] = shapley_contrastive(c[ctx], v[ctx], a.tau, generator)
-        elif a.method == "infonce" and int(ctx.sum()) >= 2:
-            out["semantic_loss"] = info_nce(c[ctx], t[ctx], a.tau)
-            out["modality_loss"] = info_nce(c[ctx], v[ctx], a.tau)
-        else:
-            out["semantic_loss"] = out["modality_loss"] = (c.sum() + t.sum() + v.sum()) * 0.0
-        out["ips_loss"] = implicit_positive_contrastive(t, v, a.k, a.tau)
-        return out
-
-    def losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        f = self.features(batch)
-        a = self.cfg.align
-        out = {"main_loss": self.main_loss(f, batch), **self.align_losses(f, generator)}
-        out["loss"] = (out["main_loss"] + a.alpha * out["semantic_loss"] + a.beta * out["modality_loss"]
-                       + a.ips_weight * out["ips_loss"])
-        return out
 
     @torch.no_grad()
     def predict(self, batch: dict) -> list:

@@ -19,7 +19,7 @@ from common.errors import DataError, MmieError
 from common.fusion import FusionEncoder
 from common.optim import adamw, warmup_cosine
 from common.tracking import check_tracking_uri, make_logger
-from finetune import calibration, checkpoint
+from finetune import calibration, checkpoint, task
 from finetune.batches import batches, build_features, collate, predict_features, task_classes
 from finetune.config import FinetuneConfig
 from finetune.context import build_context
@@ -32,7 +32,7 @@ from finetune.readers import read_task
 from finetune.report import plot_curves, write_report
 from finetune.subsets import nested_subset
 
-LOSS_TERMS = ("main_loss", "semantic_loss", "modality_loss", "ips_loss", "loss")
+LOSS_TERMS = (*task.TERMS, "loss")
 STAND_IN_NOTE = ("a missing or unreadable picture is one grey stand-in; its vision features are computed once, "
                  "without gradient, and reused while the vision weights are unchanged; real pictures go through the "
                  "vision encoder every step")
@@ -46,7 +46,10 @@ def load_encoder(cfg: FinetuneConfig) -> FusionEncoder:
 
 def param_group(name: str, encoder_prefixes: tuple[str, ...]) -> str:
     """Pretrained weights (FusionEncoder.pretrained_prefixes: the encoders and the fusion layers copied from the
-    text encoder) train at encoder_lr; the CRF scores at crf_lr; heads and projections at lr."""
+    text encoder) train at encoder_lr, the vision encoder's at vision_lr when that is set; the CRF scores at
+    crf_lr; heads, projections and the fusion modules at lr."""
+    if name.startswith("encoder.vision."):
+        return "vision"
     if name.startswith(encoder_prefixes):
         return "encoder"
     return "crf" if name.startswith("crf.") else "rest"
@@ -180,13 +183,15 @@ class FinetuneTrainer:
 
     def optimizer(self, total_steps: int):
         t = self.cfg.train
-        groups: dict[str, list] = {"encoder": [], "crf": [], "rest": []}
+        groups: dict[str, list] = {"encoder": [], "vision": [], "crf": [], "rest": []}
         prefixes = self.encoder.pretrained_prefixes(under="encoder.")
         for name, p in self.model.named_parameters():
             if p.requires_grad:
                 groups[param_group(name, prefixes)].append(p)
-        opt = adamw([{"params": groups["encoder"], "lr": t.encoder_lr}, {"params": groups["crf"], "lr": t.crf_lr},
-                     {"params": groups["rest"], "lr": t.lr}], lr=t.lr, weight_decay=t.weight_decay)
+        lrs = {"encoder": t.encoder_lr, "vision": t.encoder_lr if t.vision_lr < 0 else t.vision_lr,
+               "crf": t.crf_lr, "rest": t.lr}
+        opt = adamw([{"params": groups[g], "lr": lr, "name": g} for g, lr in lrs.items()], lr=t.lr,
+                    weight_decay=t.weight_decay)
         factor = warmup_cosine(int(total_steps * t.warmup_ratio), total_steps)
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
@@ -198,7 +203,7 @@ class FinetuneTrainer:
 
     def train_step(self, batch: dict, opt, sched, gen: torch.Generator) -> dict[str, float]:
         """One optimizer step; the loss terms as floats (a non-finite loss skips the update)."""
-        out = self.model.losses(batch, gen)
+        out = task.losses(self.model, batch, gen)
         terms = {k: float(v.detach()) for k, v in out.items()}
         if not math.isfinite(terms["loss"]):
             return terms
@@ -269,7 +274,7 @@ class FinetuneTrainer:
                 bar.set_postfix(loss=f"{losses['loss']:.3f}")
             dev = score(cfg.task, self.data["dev"], self.predict_split("dev"))
             metrics = {f"train/{k}": v / steps_per_epoch for k, v in sums.items()}
-            metrics.update({f"lr/{g}": lr for g, lr in zip(("encoder", "crf", "rest"), sched.get_last_lr())})
+            metrics.update({f"lr/{g['name']}": lr for g, lr in zip(opt.param_groups, sched.get_last_lr())})
             metrics.update({f"dev/{k}": dev[k] for k in ("f1", "precision", "recall")})
             if cfg.task == "mjere":
                 metrics["dev/entity_f1"] = dev["entity"]["f1"]

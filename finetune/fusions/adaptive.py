@@ -18,8 +18,9 @@ from torch import nn
 
 
 class AdaptiveFusion(nn.Module):
-    def __init__(self, dim: int, heads: int = 4, dropout: float = 0.1):
+    def __init__(self, dim: int, cfg, dropout: float = 0.1):
         super().__init__()
+        heads = cfg.heads
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.gate_q, self.gate_k = nn.Linear(2 * dim, dim), nn.Linear(2 * dim, dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
@@ -40,8 +41,11 @@ class AdaptiveFusion(nn.Module):
         w_x, w_b = linear.weight.split(self.dim, dim=1)
         return torch.tanh(x @ w_x.T + (B @ w_b.T + linear.bias)[:, None])  # (N, T, D)
 
-    def forward(self, text: torch.Tensor, image: torch.Tensor, ctx: torch.Tensor,
-                ctx_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, image: torch.Tensor, masks: dict) -> dict[str, torch.Tensor]:
+        """The context is the tokens at masks["ctx"] (they follow the post's own in one sequence)."""
+        return {"tokens": self.mix(tokens, image, tokens, masks["ctx"])}
+
+    def mix(self, text: torch.Tensor, image: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor) -> torch.Tensor:
         B = self.bridge(ctx, ctx_mask)  # (N, D)
         q, k, v = self.q(text), self.k(image), self.v(image)  # (N, T, D), (N, P, D), (N, P, D)
         g_q, g_k = self.gate(self.gate_q, q, B), self.gate(self.gate_k, k, B)

@@ -1,0 +1,146 @@
+"""The fusion registry and its modules (finetune/fusions/): every kind builds and keeps the token shape; Shap-CA's
+adaptive fusion; MGIPS-CL's MGE maps, interweave residuals, pre-post gate and gradient flow."""
+import pytest
+import torch
+
+from common.errors import ConfigError
+from finetune.config import FusionConfig
+from finetune.fusions import FUSIONS, build_fusion
+from finetune.fusions.adaptive import AdaptiveFusion
+from finetune.fusions.mgi import Excavator, MultiGranularityInterweave
+
+D, N, L, I = 16, 3, 7, 5
+
+
+def inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    tokens, image = torch.randn(N, L, D, generator=g), torch.randn(N, I, D, generator=g)
+    attention = torch.ones(N, L, dtype=torch.bool)
+    attention[0, 5:] = False  # post 0: two padded tokens
+    text = attention.clone()
+    text[:, 4:] = False
+    ctx = attention & ~text  # positions 4.. of posts 1 and 2 are context tokens; post 0 has context at 4 only
+    return tokens, image, {"attention": attention, "text": text, "ctx": ctx}
+
+
+@pytest.mark.parametrize("kind", sorted(FUSIONS))
+def test_every_registered_fusion_keeps_token_shape(kind):
+    torch.manual_seed(0)
+    fusion = build_fusion(D, FusionConfig(kind=kind, heads=2), 0.0)
+    tokens, image, masks = inputs()
+    out = fusion(tokens, image, masks)
+    assert out["tokens"].shape == (N, L, D) and torch.isfinite(out["tokens"]).all()
+    if "text_vec" in out:
+        assert out["text_vec"].shape == (N, D) and out["image_vec"].shape == (N, D)
+
+
+def test_unknown_fusion_is_a_config_error():
+    with pytest.raises(ConfigError, match="fusion.kind: unknown fusion 'gated'; known: adaptive, mgi, none"):
+        FusionConfig(kind="gated")
+
+
+def test_none_fusion_returns_the_encoder_states():
+    tokens, image, masks = inputs()
+    assert build_fusion(D, FusionConfig(kind="none"), 0.0)(tokens, image, masks)["tokens"] is tokens
+
+
+def test_adaptive_fusion_reads_image_and_context():
+    torch.manual_seed(0)
+    fusion = AdaptiveFusion(D, FusionConfig(heads=2), dropout=0.0).eval()
+    tokens, image, masks = inputs()
+    base = fusion(tokens, image, masks)["tokens"]
+    assert not torch.allclose(base, fusion(tokens, image + 1.0, masks)["tokens"])  # the image is read
+    no_ctx = {**masks, "ctx": torch.zeros_like(masks["ctx"])}
+    assert torch.equal(fusion.bridge(tokens, no_ctx["ctx"]), torch.zeros(N, D))  # no context: B = 0
+    assert not torch.allclose(base, fusion(tokens, image, no_ctx)["tokens"])  # the context gates the attention
+
+
+def test_mge_maps_normalise_over_their_axes_and_skip_padding():
+    torch.manual_seed(0)
+    mge = Excavator(D, "both", 0.0)
+    a, b = torch.randn(N, L, D), torch.randn(N, I, D)
+    a_mask = torch.ones(N, L, dtype=torch.bool)
+    a_mask[0, 5:] = False
+    b_mask = torch.ones(N, I, dtype=torch.bool)
+    m_c, m_f, _ = mge.maps(a, b, a_mask, b_mask)
+    assert m_c.shape == m_f.shape == (N, L, I)
+    # row-grained: each B column is a distribution over A's real rows (dim -2); column-grained: each real A row
+    # is a distribution over B (dim -1); padded rows get no weight in either
+    assert torch.allclose(m_c.sum(-2), torch.ones(N, I), atol=1e-5)
+    assert torch.allclose(m_f.sum(-1)[a_mask], torch.ones(int(a_mask.sum())), atol=1e-5)
+    assert m_c[0, 5:].abs().max() == 0 and m_f[0, 5:].abs().max() == 0
+    # B padded: no weight on it from either map
+    m_c, m_f, _ = mge.maps(b, a, b_mask, a_mask)  # A = image, B = text with padding
+    assert m_c[0, :, 5:].abs().max() == 0 and m_f[0, :, 5:].abs().max() == 0
+    assert torch.allclose(m_f.sum(-1), torch.ones(N, I), atol=1e-5)
+
+
+@pytest.mark.parametrize("granularity", ["row", "column"])
+def test_mge_single_granularity_uses_one_map(granularity):
+    torch.manual_seed(0)
+    both, one = Excavator(D, "both", 0.0), Excavator(D, granularity, 0.0)
+    one.load_state_dict(both.state_dict())
+    a, b, am, bm = torch.randn(N, L, D), torch.randn(N, I, D), torch.ones(N, L, dtype=torch.bool), torch.ones(
+        N, I, dtype=torch.bool)
+    m_c, m_f, b_enc = both.maps(a, b, am, bm)
+    expect = (m_c if granularity == "row" else m_f) @ b_enc
+    assert torch.allclose(one(a, b, am, bm), both.f3(expect), atol=1e-6)
+
+
+def mgi(**kw) -> MultiGranularityInterweave:
+    torch.manual_seed(0)
+    return MultiGranularityInterweave(D, FusionConfig(kind="mgi", heads=2, **kw), 0.0).eval()
+
+
+def test_interweave_residuals_pass_states_through_when_the_mges_add_nothing():
+    fusion = mgi(interweave_layers=2)
+    for mge in (fusion.image_mge, fusion.text_mge):
+        torch.nn.init.zeros_(mge.f3.weight)
+        torch.nn.init.zeros_(mge.f3.bias)
+    h_t, h_v, masks = inputs()
+    post, x_v = fusion.interweave(h_t, h_v, masks["attention"])
+    assert torch.equal(post, h_t) and torch.equal(x_v, h_v)  # Eq. 10-11: X_l = X_{l-1} + MGE(...), T likewise
+    # with the MGEs live, both streams move
+    fusion = mgi(interweave_layers=2)
+    post, x_v = fusion.interweave(h_t, h_v, masks["attention"])
+    assert not torch.allclose(post, h_t) and not torch.allclose(x_v, h_v)
+
+
+def test_pre_post_gate_extremes_select_pre_or_post_fusion_states():
+    fusion = mgi()
+    pre, post = torch.randn(N, L, D), torch.randn(N, L, D)
+    torch.nn.init.zeros_(fusion.gate_post.weight)
+    torch.nn.init.zeros_(fusion.gate_pre.weight)
+    torch.nn.init.constant_(fusion.gate_post.bias, 50.0)  # I -> 1: z = H^t (pre-fusion)
+    assert torch.allclose(fusion.gate(pre, post), pre)
+    torch.nn.init.constant_(fusion.gate_post.bias, -50.0)  # I -> 0: z = T^t (post-fusion)
+    assert torch.allclose(fusion.gate(pre, post), post)
+
+
+def test_mgi_gradients_reach_both_modalities_and_every_part():
+    fusion = mgi(mutual_layers=2).train()
+    tokens, image, masks = inputs()
+    tokens.requires_grad_(True)
+    image.requires_grad_(True)
+    out = fusion(tokens, image, masks)
+    (out["tokens"].pow(2).sum() + out["text_vec"].sum() + out["image_vec"].sum()).backward()
+    assert tokens.grad.abs().sum() > 0 and image.grad.abs().sum() > 0
+    # the image reaches the token states through the fusion alone (not only through image_vec)
+    image2 = image.detach().clone().requires_grad_(True)
+    fusion(tokens.detach(), image2, masks)["tokens"].sum().backward()
+    assert image2.grad.abs().sum() > 0
+    dead = [n for n, p in fusion.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not dead, dead
+
+
+def test_mutual_attention_text_stream_reads_the_image_embeddings_at_layer_one():
+    fusion = mgi(mutual_layers=1)
+    tokens, image, masks = inputs()
+    h_t, _ = fusion.encode(tokens, image, masks["attention"])
+    h_t2, _ = fusion.encode(tokens, image * 2.0, masks["attention"])
+    assert not torch.allclose(h_t, h_t2)  # Eq. 3: K^t_1 = [V^e, S^e W^k_1]
+    # a padded text token changes nothing for the real ones
+    t2 = tokens.clone()
+    t2[0, 5:] = 100.0
+    h_t3, h_v3 = fusion.encode(t2, image, masks["attention"])
+    assert torch.allclose(h_t3[0, :5], h_t[0, :5], atol=1e-5)
