@@ -25,7 +25,7 @@ from common.zoo import TextEncoder  # noqa: E402
 from pretrain.data import Collate, EpochStages, ImageSpec, build_pipeline, make_loader, read_shard_dir  # noqa: E402
 from pretrain.prepare import parser as prepare_parser  # noqa: E402
 from pretrain.prepare import prepare  # noqa: E402
-from pretrain.teacher import build_teacher  # noqa: E402
+from common.teacher import build_teacher  # noqa: E402
 
 
 def export_folder(shard_dir: Path, out: Path) -> list[str]:

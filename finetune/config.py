@@ -48,6 +48,10 @@ class AlignConfig:
     ips_weight: float = 0.1
     tau: float = 0.1
     proj_dim: int = 256
+    sw_weight: float = 0.0  # IMM's gamma (Eq. 25-26): weight of its semantic-wise loss (needs fusion.kind imm)
+    sw_sentence: float = 1.0  # IMM's alpha (Eq. 14): the sentence-level term of L_SW
+    sw_word: float = 1.0  # IMM's beta (Eq. 14): the word-level term
+    teacher: str = "label-bridge"  # IMM's pseudo-signal (Eq. 5): label-bridge (offline) | clip:<arch>:<weights>
 
 
 @dataclass
@@ -58,13 +62,17 @@ class FusionConfig:
     mutual_layers: int = 1  # mgi: mutual-attention layers (MGIPS-CL Eq. 2-4) before the interweave
     interweave_layers: int = 1  # mgi: Interweave Encoder layers (Eq. 10-11); the paper found one best
     granularity: Literal["both", "row", "column"] = "both"  # mgi: MGE's maps (Eq. 6); row/column = its ablations
+    isa_layers: int = 2  # imm: visual-text transformer blocks (IMM's L_VT, Eq. 3-4)
+    ia_layers: int = 2  # imm: Insert-Activation blocks (L_IA, Eq. 15-21)
+    ia_slots: int = 1  # imm: visual key/value slots inserted per text token into the text FFN (0: a plain FFN)
 
     def __post_init__(self):
         from finetune.fusions import FUSIONS
 
         if self.kind not in FUSIONS:
             raise ConfigError(f"fusion.kind: unknown fusion {self.kind!r}; known: {', '.join(sorted(FUSIONS))}")
-        check_ranges("fusion", self, {"heads": (1, None), "mutual_layers": (0, None), "interweave_layers": (1, None)})
+        check_ranges("fusion", self, {"heads": (1, None), "mutual_layers": (0, None), "interweave_layers": (1, None),
+                                      "isa_layers": (0, None), "ia_layers": (0, None), "ia_slots": (0, None)})
 
 
 @dataclass
@@ -75,7 +83,8 @@ class HeadConfig:
     position_dim: int = 100
     lam: float = 1.0  # lambda of the word-pair contrastive decoding
     dropout: float = 0.1
-    relation: Literal["wordpair", "markers"] = "wordpair"  # MRE: word-pair head's marked cell | [<h>; <t>] -> linear
+    relation: Literal["wordpair", "markers", "cls"] = "wordpair"  # MRE: word-pair head's marked cell |
+    # [<h>; <t>] -> linear | the fused [CLS] state -> linear (IMM's RE head, its Eq. 24)
     none_weight: float = 1.0  # MRE/MJERE: the loss weight of the `None` class (1 = unweighted)
     tune_none: bool = True  # MRE/MJERE: choose on dev the margin by which `None` must win (calibration.py)
 
@@ -121,6 +130,11 @@ class FinetuneConfig:
     align: AlignConfig = field(default_factory=AlignConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.align.sw_weight > 0 and self.fusion.kind != "imm":
+            raise ConfigError(f"align.sw_weight={self.align.sw_weight}: IMM's SW loss reads the imm fusion's ISA "
+                              f"states; set fusion.kind=imm (it is {self.fusion.kind!r})")
 
 
 CONFIG_DIR = Path(__file__).with_name("configs")

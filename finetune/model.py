@@ -35,6 +35,8 @@ class Extractor(nn.Module):
             self.crf = CRF(len(classes))
         elif self.task == "mre" and h.relation == "markers":  # the plain marker-pair classifier: [<h>; <t>] -> linear
             self.marker_pair = nn.Linear(2 * D, len(classes))
+        elif self.task == "mre" and h.relation == "cls":  # IMM's RE head (its Eq. 24): the fused [CLS] -> linear
+            self.cls_head = nn.Linear(D, len(classes))
         else:
             self.pair = WordPairHead(D, len(classes), h.pos_dim, h.position_dim, hidden=h.hidden,
                                      lam=h.lam, dropout=h.dropout)
@@ -91,6 +93,10 @@ class Extractor(nn.Module):
              "x_c": masked_mean(H, batch["ctx_mask"]), "x_v": v_cls, "has_ctx": batch["ctx_mask"].any(1)}
         if "text_vec" in fused:  # the fusion's own sentence/image features, for IPS-CL (finetune/task.py)
             f |= {"ips_t": fused["text_vec"], "ips_v": fused["image_vec"]}
+        if "sw" in fused:  # IMM's SW-loss inputs
+            f["sw"] = fused["sw"]
+        if self.cfg.head.relation == "cls":
+            f["cls"] = self.dropout(M[:, 0])
         return f
 
     def form(self, batch: dict) -> torch.Tensor:
@@ -108,6 +114,8 @@ class Extractor(nn.Module):
             rows = torch.arange(f["words"].shape[0], device=f["words"].device)
             h, t = f["words"][rows, batch["pair"][:, 0]], f["words"][rows, batch["pair"][:, 1]]  # (N, D) each
             return {"final": torch.log_softmax(self.marker_pair(torch.cat([h, t], -1)), -1)}
+        if self.cfg.head.relation == "cls":
+            return {"final": torch.log_softmax(self.cls_head(f["cls"]), -1)}
         return self.pair(f["words"], self.form(batch), batch["pair"])  # one cell per post: (<h>, <t>)
 
     def main_loss(self, f: dict, batch: dict) -> torch.Tensor:

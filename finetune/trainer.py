@@ -31,6 +31,7 @@ from finetune.pos import PosTagger
 from finetune.readers import read_task
 from finetune.report import plot_curves, write_report
 from finetune.subsets import nested_subset
+from finetune.teacher_signal import teacher_embeddings
 
 LOSS_TERMS = (*task.TERMS, "loss")
 STAND_IN_NOTE = ("a missing or unreadable picture is one grey stand-in; its vision features are computed once, "
@@ -63,6 +64,7 @@ class SplitData:
         self.split, self.feats, self.images = split, feats, images
         self.image_counts, self.context_counts, self.truncation = image_counts, context_counts, truncation
         self.image_handling = image_handling
+        self.teacher: torch.Tensor | None = None  # (n, 2, Dt) IMM's teacher embeddings (training split, sw_weight > 0)
 
 
 def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, classes: list[str],
@@ -154,6 +156,12 @@ class FinetuneTrainer:
         self.data = {name: prepare_split(cfg, s, self.encoder, self.classes, root, tagger)
                      for name, s in self.splits.items()}
         self.warn_if_no_picture_found(root)
+        if cfg.align.sw_weight > 0:  # IMM's pseudo-signal, once per dataset (cached); RNG untouched by a cache miss
+            with torch.random.fork_rng():
+                self.data["train"].teacher = teacher_embeddings(
+                    cfg.align.teacher, [" ".join(ex.tokens) for ex in self.splits["train"].examples],
+                    [ex.image for ex in self.splits["train"].examples],
+                    ImageStore(root if cfg.data.image == "on" else None))
         self.model = Extractor(self.encoder, cfg, self.classes)
         self.pad_id = self.encoder.tokenizer.pad_token_id
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +187,10 @@ class FinetuneTrainer:
                   file=sys.stderr)
 
     def _batch(self, data: SplitData, idx: list[int]) -> dict:
-        return collate([data.feats[i] for i in idx], data.images, self.pad_id, self.cfg.task)
+        batch = collate([data.feats[i] for i in idx], data.images, self.pad_id, self.cfg.task)
+        if data.teacher is not None:
+            batch["teacher"] = data.teacher[idx]
+        return batch
 
     def optimizer(self, total_steps: int):
         t = self.cfg.train

@@ -23,7 +23,7 @@ from common.detector import build_detector
 from common.errors import DataError, cli_main
 from common.jsonfile import load_json
 from pretrain.newsclippings import Pair, read_pairs
-from pretrain.teacher import ENTITY_PROMPT, RELATION_PROMPT, build_teacher, soft_topk
+from common.teacher import ENTITY_PROMPT, RELATION_PROMPT, build_teacher, soft_topk
 from pretrain.vocab import DEFAULT_RELATIONS, entity_vocab, relation_vocab
 
 SHARD_PATTERN = "shard-%06d.tar"

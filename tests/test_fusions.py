@@ -35,7 +35,7 @@ def test_every_registered_fusion_keeps_token_shape(kind):
 
 
 def test_unknown_fusion_is_a_config_error():
-    with pytest.raises(ConfigError, match="fusion.kind: unknown fusion 'gated'; known: adaptive, mgi, none"):
+    with pytest.raises(ConfigError, match="fusion.kind: unknown fusion 'gated'; known: adaptive, imm, mgi, none"):
         FusionConfig(kind="gated")
 
 
@@ -144,3 +144,73 @@ def test_mutual_attention_text_stream_reads_the_image_embeddings_at_layer_one():
     t2[0, 5:] = 100.0
     h_t3, h_v3 = fusion.encode(t2, image, masks["attention"])
     assert torch.allclose(h_t3[0, :5], h_t[0, :5], atol=1e-5)
+
+
+# --- IMM ----------------------------------------------------------------------------------------------------------
+from finetune.fusions.imm import ImplicitModalityMining, InsertActivationFFN, SharedBlock  # noqa: E402
+
+
+def imm(**kw) -> ImplicitModalityMining:
+    torch.manual_seed(0)
+    return ImplicitModalityMining(D, FusionConfig(kind="imm", heads=2, **kw), 0.0).eval()
+
+
+def test_isa_shares_norm_and_attention_but_not_the_feed_forward_layers():
+    block = SharedBlock(D, 2, 0.0).eval()
+    names = {n.split(".")[0] for n, _ in block.named_parameters()}
+    assert names == {"norm1", "norm2", "attn", "ffn_t", "ffn_v"}  # one LN_1, MHA, LN_2; two FFNs
+    assert all(a is not b for a, b in zip(block.ffn_t.parameters(), block.ffn_v.parameters()))
+    t, v, masks = inputs()
+    t_out, v_out = block(t, v, masks["attention"])
+    with torch.no_grad():  # the text FFN moves only the text states, the image FFN only the image states
+        block.ffn_t[2].bias += 1.0
+    t2, v2 = block(t, v, masks["attention"])
+    assert torch.allclose(v2, v_out) and not torch.allclose(t2, t_out)
+    with torch.no_grad():  # the shared attention moves both
+        block.attn.out_proj.bias += 1.0
+    t3, v3 = block(t, v, masks["attention"])
+    assert not torch.allclose(v3, v2) and not torch.allclose(t3, t2)
+
+
+def test_insert_activation_without_slots_is_a_plain_ffn():
+    torch.manual_seed(0)
+    h_t, h_v = torch.randn(N, L, D), torch.randn(N, I, D)
+    plain = InsertActivationFFN(D, 0, 0.0)
+    assert not hasattr(plain, "phi_k")
+    expect = plain.value(torch.nn.functional.gelu(plain.key(h_t)))  # f(h K^T) V, Eq. 15
+    assert torch.allclose(plain(h_t, h_v), expect)
+    slotted = InsertActivationFFN(D, 2, 0.0)
+    slotted.load_state_dict(plain.state_dict(), strict=False)
+    assert not torch.allclose(slotted(h_t, h_v), expect)  # the inserted visual slots add to it
+    torch.nn.init.zeros_(slotted.phi_v.weight)
+    torch.nn.init.zeros_(slotted.phi_v.bias)
+    assert torch.allclose(slotted(h_t, h_v), expect)  # zero inserted values: a plain FFN again
+
+
+def test_imm_text_states_read_the_image_and_gradients_reach_it():
+    fusion = imm().train()
+    tokens, image, masks = inputs()
+    image.requires_grad_(True)
+    out = fusion(tokens, image, masks)
+    assert set(out["sw"]) == {"sent_t", "sent_v", "word_t", "word_v"}
+    out["tokens"].pow(2).sum().backward()
+    assert image.grad.abs().sum() > 0
+    dead = [n for n, p in fusion.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    # the last IA block's visual FFN feeds nothing after it (the tokens returned are the text states)
+    assert all(".ffn_v." in n or ".norm_v" in n or ".attn_v." in n for n in dead), dead
+
+
+def test_gradients_reach_the_patch_embedder_through_imm():
+    from common.fusion import FusionEncoder, ModelConfig
+
+    torch.manual_seed(0)
+    enc = FusionEncoder(ModelConfig(vision="patch:16:32", image_size=32, fusion_layers=0))
+    fusion = ImplicitModalityMining(enc.dim, FusionConfig(kind="imm", heads=4, isa_layers=1, ia_layers=1), 0.0)
+    ids = enc.tokenizer(["Kyrie Irving scores"], return_tensors="pt")
+    H = enc.text(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"])["tokens"]
+    img = enc.encode_image(torch.randn(1, 3, 32, 32))
+    E = enc.fuse(H, ids["attention_mask"], img["cls"], img["patches"])
+    T = H.shape[1]
+    mask = ids["attention_mask"].bool()
+    fusion(E[:, :T], E[:, T:], {"attention": mask, "text": mask, "ctx": ~mask})["tokens"].sum().backward()
+    assert enc.vision.proj.weight.grad.abs().sum() > 0

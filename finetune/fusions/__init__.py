@@ -2,12 +2,12 @@
 
 Every fusion is one file here holding one nn.Module built as `Cls(dim, cfg: FusionConfig, dropout)` with
 
-    forward(tokens (N, L, D), image (N, I, D), masks) -> {"tokens": (N, L, D), ["text_vec": (N, D), "image_vec": (N, D)]}
+    forward(tokens (N, L, D), image (N, I, D), masks) -> {"tokens": (N, L, D), ["text_vec", "image_vec", "sw"]}
 
 where tokens are the fused text + context token states, image the image states ([cls; patches]) and masks
 {"attention": (N, L) text + context tokens, "text": (N, L) the post's own tokens, "ctx": (N, L) its context
-tokens}. "text_vec"/"image_vec", when given, are the fused sentence and image features the contrastive terms
-(finetune/task.py) read instead of the encoder's pooled ones. A new fusion is one new file plus one line below.
+tokens}. "text_vec"/"image_vec" (N, D), when given, are the fused sentence and image features the contrastive
+terms (finetune/task.py) read instead of the encoder's pooled ones; "sw" the features IMM's SW loss reads. A new fusion is one new file plus one line below.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ FUSIONS = {
     "adaptive": "finetune.fusions.adaptive:AdaptiveFusion",
     "none": "finetune.fusions.none:NoFusion",
     "mgi": "finetune.fusions.mgi:MultiGranularityInterweave",
+    "imm": "finetune.fusions.imm:ImplicitModalityMining",
 }
 
 

@@ -1,4 +1,5 @@
-"""Teachers that turn images and prompts into soft labels, computed once when the shards are built.
+"""Teachers that place images and texts in one space: soft labels for pretraining (computed once when the shards
+are built) and IMM's pseudo-signal for fine-tuning (finetune/teacher_signal.py, computed once per dataset).
 
     label-bridge           offline default: EfficientNet-Lite0 ImageNet class probabilities x MiniLM embeddings
                            of "a photo of a {class}" place an image in the text space of the prompts

@@ -1,0 +1,69 @@
+"""finetune/task.py: the named loss terms, their weights, and IMM's SW loss."""
+import pytest
+import torch
+
+from finetune import task
+from finetune.config import AlignConfig, FinetuneConfig, FusionConfig
+
+
+def test_kl_to_signal_is_zero_when_p_equals_q_and_positive_otherwise():
+    P = torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    q = P / P.sum(1, keepdim=True)
+    assert task.kl_to_signal(q.log(), P).abs() < 1e-6  # p = softmax(log q) = q
+    assert task.kl_to_signal(torch.zeros(3, 3), P) > 0.01  # p uniform, q not
+    rows_off = P.clone()
+    rows_off[1] = 0  # no target for row 1: left out, not a 0/0
+    manual = task.kl_to_signal(torch.zeros(2, 3), rows_off[[0, 2]])
+    assert torch.allclose(task.kl_to_signal(torch.zeros(3, 3), rows_off), manual)
+    assert task.kl_to_signal(torch.zeros(3, 3), torch.zeros(3, 3)) == 0
+
+
+def test_sw_loss_matches_its_equations_both_directions():
+    torch.manual_seed(0)
+    B, D, Dt = 4, 8, 5
+    sw = {k: torch.randn(B, D) for k in ("sent_t", "sent_v", "word_t", "word_v")}
+    teacher = torch.randn(B, 2, Dt).abs()  # positive embeddings: every cosine > 0, P has no zero row
+    t_c, v_c = (torch.nn.functional.normalize(teacher[:, i], dim=-1) for i in (0, 1))
+    P = (t_c @ v_c.T).clamp(min=0)
+
+    def kl(logits, P):  # Eq. 6 written out
+        p = logits.softmax(-1)
+        q = P / P.sum(1, keepdim=True)
+        return (p * (p / (q + 1e-8)).log()).sum(1).mean()
+
+    def level(t, v):
+        logits = torch.nn.functional.normalize(t, dim=-1) @ torch.nn.functional.normalize(v, dim=-1).T / 0.1
+        return 0.5 * (kl(logits, P) + kl(logits.T, P.T))
+
+    expect = 0.3 * level(sw["sent_t"], sw["sent_v"]) + 0.7 * level(sw["word_t"], sw["word_v"])
+    got = task.sw_loss(sw, teacher, sentence=0.3, word=0.7, tau=0.1)
+    assert torch.allclose(got, expect, atol=1e-6) and got > 0
+
+
+@pytest.mark.parametrize("kind,extra", [("adaptive", {}), ("imm", {"sw_weight": 0.5})])
+def test_the_total_is_the_weighted_sum_of_the_named_terms(kind, extra):
+    from common.fusion import FusionEncoder, ModelConfig
+    from finetune.batches import Features, collate
+    from finetune.images import STAND_IN
+    from finetune.model import Extractor
+
+    torch.manual_seed(0)
+    align = AlignConfig(alpha=0.3, beta=0.7, ips_weight=0.2, **extra)
+    cfg = FinetuneConfig(fusion=FusionConfig(kind=kind, heads=4, isa_layers=1, ia_layers=1), align=align,
+                         model=ModelConfig(vision="patch:16:32", image_size=32, fusion_layers=1))
+    enc = FusionEncoder(cfg.model)
+    model = Extractor(enc, cfg, ["O", "B-PER", "I-PER"]).train()
+    images = {STAND_IN: torch.zeros(3, 32, 32), "a.jpg": torch.rand(3, 32, 32), "b.jpg": torch.rand(3, 32, 32)}
+    # three posts of two words, each with a two-token context after its text: [CLS] w w [SEP] c c [SEP]
+    feats = [Features([101, 2000 + i, 2001, 102, 3000 + i, 3001, 102], 4, [1, 2], [1, 1], [2, 2],
+                      ["a.jpg", "b.jpg", "a.jpg"][i], [1, 2]) for i in range(3)]
+    batch = collate(feats, images, 0, "mner")
+    batch["teacher"] = torch.rand(3, 2, 6)
+    out = task.losses(model, batch, torch.Generator().manual_seed(0))
+    w = task.weights(cfg)
+    assert w == {"main_loss": 1.0, "semantic_loss": 0.3, "modality_loss": 0.7, "ips_loss": 0.2,
+                 "sw_loss": extra.get("sw_weight", 0.0)}
+    assert torch.allclose(out["loss"], sum(w[k] * out[k] for k in task.TERMS))
+    assert all(torch.isfinite(out[k]) for k in task.TERMS)
+    assert out["semantic_loss"] != 0 and out["modality_loss"] != 0 and out["ips_loss"] != 0
+    assert (out["sw_loss"] > 0) == (kind == "imm")
