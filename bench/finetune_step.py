@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 import common  # noqa: E402,F401
 from common.optim import adamw  # noqa: E402
-from finetune import task  # noqa: E402
+from finetune import task as loss_terms  # noqa: E402
 from finetune.trainer import FinetuneTrainer  # noqa: E402
 from finetune.run import build_config, parse  # noqa: E402
 
@@ -109,12 +109,12 @@ def parts(tr: FinetuneTrainer, idx: list[int], opt, gen: torch.Generator) -> dic
     out["heads"] = timed(lambda: model.main_loss(f, b).backward())
 
     def align():
-        terms = task.align_losses(model, f, gen)
+        terms = loss_terms.align_losses(model, f, gen)
         sum(terms.values()).backward()
 
     out["alignment losses"] = timed(align)
     model.zero_grad(set_to_none=True)
-    task.losses(model, b, gen)["loss"].backward()
+    loss_terms.losses(model, b, gen)["loss"].backward()
 
     def step():
         torch.nn.utils.clip_grad_norm_(model.parameters(), tr.cfg.train.clip)

@@ -7,7 +7,7 @@ JSON object
     {"load_s": …, "variants": {"image": {"p50_ms": …, "p95_ms": …, "batched_posts_per_s": …}, "stand_in": {…},
      "text_only": {…}}, "stages_ms_per_post": {…}, "threads": …, "weights": …}
 
-    python bench/predict.py [--run RUN] [--posts 100] [--threads 0] [--data ../shared/data]
+    python bench/predict.py [--run RUN] [--posts 100] [--threads 0] [--data ../shared/data] [--compare imm ...]
 
 Posts are Twitter-2015 test tweets ($MMIE_DATA); the picture is a 640x480 JPEG written once (Twitter-2015 ships
 none). The predictor runs as the MLflow server runs it (persist=False, an empty $MMIE_CACHE): every call tags its
@@ -41,18 +41,19 @@ STAGES = {"pos_tags": ("finetune/pos.py", "tag"), "context": ("finetune/context.
           "features": ("finetune/batches.py", "build_features"), "model": ("finetune/batches.py", "predict_features")}
 
 
-def default_model_dir(tmp: Path, image: str) -> Path:
-    """The default MNER model, untrained, saved like a run's model/ directory."""
+def default_model_dir(tmp: Path, image: str, config: str = "mner") -> Path:
+    """The MNER model of configs/<config>.yaml (default: the default MNER model), untrained, saved like a run's
+    model/ directory."""
     from common.config import load_config
     from finetune.batches import task_classes
-    from finetune.config import FinetuneConfig, task_config_path
+    from finetune.config import CONFIG_DIR, FinetuneConfig
     from finetune.model import Extractor
-    from finetune.trainer import load_encoder, save_model_dir
+    from finetune.checkpoint import load_encoder, save_model_dir
 
-    cfg = load_config(FinetuneConfig, task_config_path("mner"), [f"data.image={image!r}"])
+    cfg = load_config(FinetuneConfig, CONFIG_DIR / f"{config}.yaml", ["task=mner", f"data.image={image!r}"])
     encoder = load_encoder(cfg)
     classes = task_classes("mner", [])
-    out = tmp / f"model-{image}"
+    out = tmp / f"model-{config}-{image}"
     save_model_dir(Extractor(encoder, cfg, classes), encoder, cfg, classes, out)
     return out
 
@@ -116,11 +117,14 @@ def main(argv=None) -> int:
     p.add_argument("--posts", type=int, default=100)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: every core)")
     p.add_argument("--data", default=os.environ.get("MMIE_DATA", str(REPO.parent / "shared" / "data")))
+    p.add_argument("--compare", nargs="*", default=[], metavar="CONFIG",
+                   help="also time these finetune/configs/<CONFIG>.yaml models with the picture (e.g. imm mgipscl), "
+                        "as variants config:<CONFIG> with their p50 and posts/s relative to the default's")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     from finetune.predict import Predictor
-    from finetune.trainer import load_model_dir
+    from finetune.checkpoint import load_model_dir
 
     data = Path(a.data)
     if not (data / "twitter2015").is_dir():
@@ -141,6 +145,12 @@ def main(argv=None) -> int:
         variants = {"image": latency(on, with_image), "stand_in": latency(on, without)}
         if not a.run:
             variants["text_only"] = latency(Predictor(*load_model_dir(dirs["none"]), persist=False), without)
+        for name in a.compare:
+            other = Predictor(*load_model_dir(default_model_dir(tmp, "on", name)), persist=False)
+            v = latency(other, with_image)
+            v["p50_vs_default"] = round(v["p50_ms"] / variants["image"]["p50_ms"], 2)
+            v["posts_per_s_vs_default"] = round(v["batched_posts_per_s"] / variants["image"]["batched_posts_per_s"], 2)
+            variants[f"config:{name}"] = v
         parts = stages(on, with_image[: min(50, len(with_image))])
     result = {"load_s": round(load_s, 2), "variants": variants, "stages_ms_per_post": parts,
               "threads": torch.get_num_threads(), "weights": str(a.run) if a.run else "default config, untrained",

@@ -5,7 +5,6 @@ trained model must clear. spaCy runs on the dataset's own tokens (no re-tokenisa
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

@@ -1,4 +1,9 @@
-"""Epoch checkpoints for `finetune/run.py --resume`.
+"""A fine-tuning run's saved state: the trained model (model/ directory: save_model_dir, load_model_dir,
+load_trained, used by the trainer, predict, evaluate and the MLflow model) and the epoch checkpoints for
+`finetune/run.py --resume`.
+
+    <run>/model/                              encoder/ (FusionEncoder export), heads.safetensors, classes.json,
+                                              config.yaml
 
     <run>/checkpoints/epoch-<k>.pt            model, optimizer, scheduler, RNG states, early-stopping state, history,
                                               MLflow run id (torch.save; read back with weights_only=True)
@@ -10,6 +15,7 @@ a latest one that cannot be read (truncated, corrupt) is reported and the one be
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -17,7 +23,11 @@ from pathlib import Path
 
 import torch
 
+from common.config import save_config
 from common.errors import MmieError
+from common.fusion import FusionEncoder
+from finetune.config import FinetuneConfig
+from finetune.model import Extractor
 
 EPOCH_RE = re.compile(r"^epoch-(\d+)\.pt$")
 REQUIRED = ("epoch", "model", "optimizer", "scheduler", "rng", "generator", "best", "history")
@@ -110,3 +120,51 @@ def load_latest(ckpt_dir: Path) -> dict:
             print(f"--resume: skipped unreadable checkpoint {p}", file=sys.stderr)
         return state
     raise MmieError(f"--resume: no readable checkpoint in {ckpt_dir} ({'; '.join(problems)})")
+
+
+def load_encoder(cfg: FinetuneConfig) -> FusionEncoder:
+    if cfg.init == "none":
+        return FusionEncoder(cfg.model)
+    return FusionEncoder.from_export(cfg.init)
+
+
+def save_model_dir(model: Extractor, encoder: FusionEncoder, cfg: FinetuneConfig, classes: list[str],
+                   out: Path) -> None:
+    """A model/ directory: the encoder export, the heads (safetensors), the classes and the config."""
+    from safetensors.torch import save_file
+
+    encoder.export(out / "encoder")
+    heads = {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+    save_file(heads, str(out / "heads.safetensors"))
+    (out / "classes.json").write_text(json.dumps(classes) + "\n")
+    save_config(cfg, out / "config.yaml")
+
+
+def load_trained(run: Path) -> tuple[Extractor, FinetuneConfig]:
+    """A fine-tuned model back from its run directory (for predict)."""
+    if not (Path(run) / "model" / "heads.safetensors").is_file():
+        raise MmieError(f"{run}: no model/ directory — not a finished fine-tuning run")
+    return load_model_dir(Path(run) / "model", run)
+
+
+def load_model_dir(model_dir: Path, run: Path | str | None = None) -> tuple[Extractor, FinetuneConfig]:
+    """A fine-tuned model back from a run's model/ directory (or its copy in an MLflow model's artifacts)."""
+    from safetensors.torch import load_file
+
+    from common.config import load_config
+
+    model_dir, run = Path(model_dir), run or model_dir
+    cfg = load_config(FinetuneConfig, model_dir / "config.yaml")
+    encoder = FusionEncoder.from_export(model_dir / "encoder")
+    classes = json.loads((model_dir / "classes.json").read_text())
+    model = Extractor(encoder, cfg, classes)
+    try:
+        heads = load_file(str(model_dir / "heads.safetensors"))
+    except Exception as e:  # a truncated or garbled file: safetensors raises its own error types
+        raise MmieError(f"{model_dir / 'heads.safetensors'}: unreadable ({str(e)[:120]})") from None
+    missing = model.load_state_dict(heads, strict=False)
+    bad = [k for k in missing.missing_keys if not k.startswith("encoder.") and k != "none_margin"]  # older runs: 0
+    bad += list(missing.unexpected_keys)
+    if bad:
+        raise MmieError(f"{run}: saved heads do not match the model ({bad[0]})")
+    return model.eval(), cfg

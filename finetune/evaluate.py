@@ -47,7 +47,8 @@ def evaluate(run: Path, data_dir: Path, split_name: str = "test", images: Path |
     from finetune.pos import PosTagger
     from finetune.readers import find_split_file, READERS
     from finetune.report import write_report
-    from finetune.trainer import load_trained, prepare_split, score, write_predictions
+    from finetune.checkpoint import load_trained
+    from finetune.splits import prepare_split, score, write_predictions
 
     check_tracking_uri(tracking_uri)
     if split_name not in SPLITS:

@@ -87,7 +87,7 @@ def picture_bytes(i: int, value: str) -> bytes:
 class MmieModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from finetune.predict import Predictor
-        from finetune.trainer import load_model_dir
+        from finetune.checkpoint import load_model_dir
 
         self.predictor = Predictor(*load_model_dir(Path(context.artifacts["model"])), persist=False)
 

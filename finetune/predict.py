@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tail", help="START:END word span of the tail entity (relation extraction)")
     p.add_argument("--images", type=Path, help="image root for the file names in --jsonl")
     a = p.parse_args(argv)
-    from finetune.trainer import load_trained
+    from finetune.checkpoint import load_trained
 
     if a.image and not Path(a.image).is_file():
         raise DataError(f"--image {a.image} does not exist")

@@ -8,7 +8,6 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -16,33 +15,23 @@ from tqdm import tqdm
 
 from common.config import flatten, save_config
 from common.errors import DataError, MmieError
-from common.fusion import FusionEncoder
 from common.optim import adamw, warmup_cosine
 from common.tracking import check_tracking_uri, make_logger
 from finetune import calibration, checkpoint, task
-from finetune.batches import batches, build_features, collate, predict_features, task_classes
+from finetune.batches import batches, collate, predict_features, task_classes
+from finetune.checkpoint import load_encoder, save_model_dir
 from finetune.config import FinetuneConfig
-from finetune.context import build_context
-from finetune.examples import Split
-from finetune.images import STAND_IN, ImageStore, default_image, resolve_image_root
-from finetune.metrics import joint_scores, ner_scores, re_scores
+from finetune.images import ImageStore, resolve_image_root
 from finetune.model import Extractor
 from finetune.pos import PosTagger
 from finetune.readers import read_task
 from finetune.report import plot_curves, write_report
+from finetune.splits import (STAND_IN_NOTE, SplitData, prepare_split, score, warn_if_no_picture_found,
+                             write_predictions)
 from finetune.subsets import nested_subset
 from finetune.teacher_signal import teacher_embeddings
 
 LOSS_TERMS = (*task.TERMS, "loss")
-STAND_IN_NOTE = ("a missing or unreadable picture is one grey stand-in; its vision features are computed once, "
-                 "without gradient, and reused while the vision weights are unchanged; real pictures go through the "
-                 "vision encoder every step")
-
-
-def load_encoder(cfg: FinetuneConfig) -> FusionEncoder:
-    if cfg.init == "none":
-        return FusionEncoder(cfg.model)
-    return FusionEncoder.from_export(cfg.init)
 
 
 def param_group(name: str, encoder_prefixes: tuple[str, ...]) -> str:
@@ -54,73 +43,6 @@ def param_group(name: str, encoder_prefixes: tuple[str, ...]) -> str:
     if name.startswith(encoder_prefixes):
         return "encoder"
     return "crf" if name.startswith("crf.") else "rest"
-
-
-class SplitData:
-    """A split ready for the model: examples, features, images (decoded once), and what was missing."""
-
-    def __init__(self, split: Split, feats, images: dict[str, torch.Tensor], image_counts: dict, context_counts: dict,
-                 truncation: dict, image_handling: dict):
-        self.split, self.feats, self.images = split, feats, images
-        self.image_counts, self.context_counts, self.truncation = image_counts, context_counts, truncation
-        self.image_handling = image_handling
-        self.teacher: torch.Tensor | None = None  # (n, 2, Dt) IMM's teacher embeddings (training split, sw_weight > 0)
-
-
-def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, classes: list[str],
-                  store_root: Path | None, pos_tagger: PosTagger) -> SplitData:
-    examples = split.examples
-    names = [ex.image for ex in examples]
-    store = ImageStore(store_root if cfg.data.image == "on" else None)
-    context_spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
-    ctx_source = build_context(context_spec)
-    contexts = ctx_source.describe(names, store)
-    images: dict[str, torch.Tensor] = {STAND_IN: encoder.vision.preprocess(default_image())}
-    for ex in examples:
-        if ex.image in images:
-            continue
-        img, status = store.open(ex.image)
-        images[ex.image] = images[STAND_IN] if status != "ok" else encoder.vision.preprocess(img)
-    pos = pos_tagger.tag([ex.tokens for ex in examples])
-    feats, truncation = build_features(cfg.task, examples, encoder.tokenizer, pos, contexts, cfg.data.max_length,
-                                       classes, cfg.data.markers)
-    counts = store.report() if cfg.data.image == "on" else {"disabled": len(examples)}
-    stand_in = sum(images[ex.image] is images[STAND_IN] for ex in examples)
-    handling = {"posts_with_picture": len(examples) - stand_in, "posts_with_stand_in": stand_in,
-                "distinct_pictures": len({id(images[ex.image]) for ex in examples} - {id(images[STAND_IN])})}
-    return SplitData(split, feats, images, counts, ctx_source.report(), truncation, handling)
-
-
-def score(task: str, data: SplitData, preds: list) -> dict:
-    examples = data.split.examples
-    if task == "mner":
-        gold = [ex.tags for ex in examples]
-        pred = [p + ["O"] * (len(ex.tags) - len(p)) for p, ex in zip(preds, examples)]  # truncated words: O
-        return ner_scores(gold, pred)
-    if task == "mre":
-        return re_scores([ex.triples[0].label for ex in examples], preds)
-    return joint_scores([ex.triples for ex in examples], [p[1] for p in preds],
-                        [ex.entities for ex in examples], [p[0] for p in preds])
-
-
-def _jsonable(p):
-    if isinstance(p, tuple):
-        ents, triples = p
-        return {"entities": [asdict(e) for e in ents], "triples": [asdict(t) for t in triples]}
-    return p
-
-
-def write_predictions(path: Path, task: str, examples: list, preds: list) -> None:
-    """One JSON line per example: uid, tokens, image, gold and predicted labels (MRE: and the entity pair)."""
-    with open(path, "w") as f:
-        for ex, p in zip(examples, preds):
-            gold = ex.tags if task == "mner" else (
-                ex.triples[0].label if task == "mre" else _jsonable((ex.entities, ex.triples)))
-            row = {"uid": ex.uid, "tokens": ex.tokens, "image": ex.image, "gold": gold, "pred": _jsonable(p)}
-            if task == "mre":
-                h, t = ex.triples[0].head, ex.triples[0].tail
-                row["pair"] = {"head": [h.start, h.end], "tail": [t.start, t.end]}
-            f.write(json.dumps(row) + "\n")
 
 
 class FinetuneTrainer:
@@ -155,7 +77,7 @@ class FinetuneTrainer:
         tagger = PosTagger()
         self.data = {name: prepare_split(cfg, s, self.encoder, self.classes, root, tagger)
                      for name, s in self.splits.items()}
-        self.warn_if_no_picture_found(root)
+        warn_if_no_picture_found(self.data, self.splits, root if cfg.data.image == "on" else None)
         if cfg.align.sw_weight > 0:  # IMM's pseudo-signal, once per dataset (cached); RNG untouched by a cache miss
             with torch.random.fork_rng():
                 self.data["train"].teacher = teacher_embeddings(
@@ -173,18 +95,6 @@ class FinetuneTrainer:
         self.logger = make_logger(self.run_dir.name, params, tracking_uri, cfg.experiment, tags={"task": cfg.task},
                                   parent_run_id=parent_run_id, write=tqdm.write if not quiet else (lambda s: None),
                                   run_id=self.resumed["mlflow_run_id"] if self.resumed else None)
-
-    def warn_if_no_picture_found(self, root: Path | None) -> None:
-        """An image root was given (or found) but not one picture of any split is under it: most likely the wrong
-        root, so say which root was tried and what a path looked like (the run goes on, as text + stand-in)."""
-        if root is None or self.cfg.data.image != "on":
-            return
-        counts = [d.image_counts for d in self.data.values()]
-        if sum(c.get("ok", 0) for c in counts) == 0 and sum(c.get("missing", 0) for c in counts) > 0:
-            example = next((ex.image for s in self.splits.values() for ex in s.examples if ex.image), "")
-            print(f"warning: none of the pictures is under the image root {root} (e.g. {root / example}); every "
-                  f"post gets the grey stand-in. Is --images the folder that holds the files the dataset names?",
-                  file=sys.stderr)
 
     def _batch(self, data: SplitData, idx: list[int]) -> dict:
         batch = collate([data.feats[i] for i in idx], data.images, self.pad_id, self.cfg.task)
@@ -249,77 +159,95 @@ class FinetuneTrainer:
         return found
 
     def fit(self) -> dict:
-        cfg, t = self.cfg, self.cfg.train
+        t = self.cfg.train
         t0 = time.perf_counter()
-        train = self.data["train"]
-        steps_per_epoch = math.ceil(len(train.feats) / t.batch_size)  # also with length buckets
+        steps_per_epoch = math.ceil(len(self.data["train"].feats) / t.batch_size)  # also with length buckets
         opt, sched = self.optimizer(steps_per_epoch * t.epochs)
         gen = torch.Generator().manual_seed(t.seed)
-        best = {"f1": -1.0, "epoch": 0, "dev": {}, "bad_epochs": 0}
-        history, start, wall_before, resumed_at = [], 1, 0.0, []
-        if self.resumed is not None:
-            r = self.resumed
-            self.model.load_state_dict(r["model"])
-            opt.load_state_dict(r["optimizer"])
-            sched.load_state_dict(r["scheduler"])
-            torch.set_rng_state(r["rng"])
-            gen.set_state(r["generator"])
-            best, history, start = r["best"], r["history"], r["epoch"] + 1
-            wall_before, resumed_at = r["wall_s"], r["resumed_at"] + [r["epoch"]]
-            if not self.quiet:
-                tqdm.write(f"resuming {self.run_dir} after epoch {r['epoch']} (best dev F1 {100 * best['f1']:.2f} at "
-                           f"epoch {best['epoch']})")
-        done = start - 1
-        for epoch in range(start, t.epochs + 1):
-            if best["bad_epochs"] >= t.patience:  # early stopping (also when a resumed run had already reached it)
+        state = self.start_state(opt, sched, gen)
+        for epoch in range(state["done"] + 1, t.epochs + 1):
+            if state["best"]["bad_epochs"] >= t.patience:  # early stopping (also when a resumed run had reached it)
                 break
-            self.model.train()
-            sums = {k: 0.0 for k in LOSS_TERMS}
-            bar = tqdm(self.epoch_batches(epoch), desc=f"epoch {epoch}", leave=False, disable=self.quiet)
-            for idx in bar:
-                losses = self.train_step(self._batch(train, idx), opt, sched, gen)
-                if not math.isfinite(losses["loss"]):
-                    raise MmieError(f"epoch {epoch}: the loss is not finite ({losses})")
-                for k in LOSS_TERMS:
-                    sums[k] += losses[k]
-                bar.set_postfix(loss=f"{losses['loss']:.3f}")
-            dev = score(cfg.task, self.data["dev"], self.predict_split("dev"))
+            sums = self.train_epoch(epoch, opt, sched, gen)
             metrics = {f"train/{k}": v / steps_per_epoch for k, v in sums.items()}
             metrics.update({f"lr/{g['name']}": lr for g, lr in zip(opt.param_groups, sched.get_last_lr())})
-            metrics.update({f"dev/{k}": dev[k] for k in ("f1", "precision", "recall")})
-            if cfg.task == "mjere":
-                metrics["dev/entity_f1"] = dev["entity"]["f1"]
-            self.logger.log_metrics(metrics, epoch)
-            history.append({"epoch": epoch, **metrics})
-            if self.report_fn is not None:
-                self.report_fn(epoch, metrics)
-            if dev["f1"] > best["f1"]:
-                best = {"f1": dev["f1"], "epoch": epoch, "dev": dev, "bad_epochs": 0}
-                checkpoint.save_best(self.ckpt_dir, epoch, self.model.state_dict())
-            else:
-                best["bad_epochs"] += 1
+            self.end_epoch(epoch, metrics, state)
+            state["wall_s"] = state["wall_before"] + time.perf_counter() - t0
             checkpoint.save_epoch(self.ckpt_dir, {
                 "epoch": epoch, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "generator": gen.get_state(),
-                "best": best, "history": history, "wall_s": wall_before + time.perf_counter() - t0,
-                "resumed_at": resumed_at, "mlflow_run_id": getattr(self.logger, "run_id", None)})
-            done = epoch
+                "best": state["best"], "history": state["history"], "wall_s": state["wall_s"],
+                "resumed_at": state["resumed_at"], "mlflow_run_id": getattr(self.logger, "run_id", None)})
+        return self.finish(state, state["wall_before"] + time.perf_counter() - t0)
+
+    def start_state(self, opt, sched, gen: torch.Generator) -> dict:
+        """Early-stopping state, history and the last finished epoch: fresh, or read back from the checkpoint
+        (model, optimizer, scheduler and RNG states restored) when resuming."""
+        state = {"best": {"f1": -1.0, "epoch": 0, "dev": {}, "bad_epochs": 0}, "history": [], "done": 0,
+                 "wall_before": 0.0, "resumed_at": []}
+        r = self.resumed
+        if r is None:
+            return state
+        self.model.load_state_dict(r["model"])
+        opt.load_state_dict(r["optimizer"])
+        sched.load_state_dict(r["scheduler"])
+        torch.set_rng_state(r["rng"])
+        gen.set_state(r["generator"])
+        state.update(best=r["best"], history=r["history"], done=r["epoch"], wall_before=r["wall_s"],
+                     resumed_at=r["resumed_at"] + [r["epoch"]])
+        if not self.quiet:
+            tqdm.write(f"resuming {self.run_dir} after epoch {r['epoch']} (best dev F1 {100 * r['best']['f1']:.2f} "
+                       f"at epoch {r['best']['epoch']})")
+        return state
+
+    def train_epoch(self, epoch: int, opt, sched, gen: torch.Generator) -> dict[str, float]:
+        """One pass over the training batches; the sum of each loss term."""
+        self.model.train()
+        sums = {k: 0.0 for k in LOSS_TERMS}
+        bar = tqdm(self.epoch_batches(epoch), desc=f"epoch {epoch}", leave=False, disable=self.quiet)
+        for idx in bar:
+            losses = self.train_step(self._batch(self.data["train"], idx), opt, sched, gen)
+            if not math.isfinite(losses["loss"]):
+                raise MmieError(f"epoch {epoch}: the loss is not finite ({losses})")
+            for k in LOSS_TERMS:
+                sums[k] += losses[k]
+            bar.set_postfix(loss=f"{losses['loss']:.3f}")
+        return sums
+
+    def end_epoch(self, epoch: int, metrics: dict, state: dict) -> None:
+        """Score dev, log the epoch, and keep the best weights so far (early-stopping count otherwise)."""
+        dev = score(self.cfg.task, self.data["dev"], self.predict_split("dev"))
+        metrics.update({f"dev/{k}": dev[k] for k in ("f1", "precision", "recall")})
+        if self.cfg.task == "mjere":
+            metrics["dev/entity_f1"] = dev["entity"]["f1"]
+        self.logger.log_metrics(metrics, epoch)
+        state["history"].append({"epoch": epoch, **metrics})
+        if self.report_fn is not None:
+            self.report_fn(epoch, metrics)
+        best = state["best"]
+        if dev["f1"] > best["f1"]:
+            state["best"] = {"f1": dev["f1"], "epoch": epoch, "dev": dev, "bad_epochs": 0}
+            checkpoint.save_best(self.ckpt_dir, epoch, self.model.state_dict())
+        else:
+            best["bad_epochs"] += 1
+        state["done"] = epoch
+
+    def finish(self, state: dict, wall: float) -> dict:
+        """The best-dev weights back, the `None` margin (MRE/MJERE), test once, and the run's outputs."""
+        cfg, best = self.cfg, state["best"]
         if best["epoch"]:
             self.model.load_state_dict(checkpoint.load_best(self.ckpt_dir, best["epoch"]))
         margin = self.tune_none_margin()
         dev = best["dev"] if margin is None else score(cfg.task, self.data["dev"], self.predict_split("dev"))
         test_preds = self.predict_split("test")
         test = score(cfg.task, self.data["test"], test_preds)
-        wall = wall_before + time.perf_counter() - t0
         self.logger.log_metrics({f"test/{k}": test[k] for k in ("f1", "precision", "recall")}, best["epoch"])
         result = {
             "task": cfg.task, "init": cfg.init, "image": cfg.data.image, "context": cfg.data.context,
-            "threads": torch.get_num_threads(),
-            "dev": dev, "dev_at_selection": best["dev"], "none_margin": margin, "test": test, "epochs": done,
-            "best_epoch": best["epoch"], "n_train": len(self.splits["train"]),
-            "wall_s": round(wall, 1),
-            "resumed_after_epochs": resumed_at, "mlflow_run_id": getattr(self.logger, "run_id", None),
-            "history": history,
+            "threads": torch.get_num_threads(), "dev": dev, "dev_at_selection": best["dev"], "none_margin": margin,
+            "test": test, "epochs": state["done"], "best_epoch": best["epoch"], "n_train": len(self.splits["train"]),
+            "wall_s": round(wall, 1), "resumed_after_epochs": state["resumed_at"],
+            "mlflow_run_id": getattr(self.logger, "run_id", None), "history": state["history"],
             "missing_images": {k: d.image_counts for k, d in self.data.items()},
             "image_handling": {"stand_in": STAND_IN_NOTE, **{k: d.image_handling for k, d in self.data.items()}},
             "contexts": {k: d.context_counts for k, d in self.data.items()},
@@ -327,7 +255,7 @@ class FinetuneTrainer:
             "skipped_input": {k: dict(s.skipped) for k, s in self.splits.items()},
         }
         self.write_outputs(result, test_preds)
-        if not t.keep_checkpoints:
+        if not cfg.train.keep_checkpoints:
             shutil.rmtree(self.ckpt_dir, ignore_errors=True)
         return result
 
@@ -367,46 +295,3 @@ class FinetuneTrainer:
             raise
         self.close()
         return result
-
-
-def save_model_dir(model: Extractor, encoder: FusionEncoder, cfg: FinetuneConfig, classes: list[str],
-                   out: Path) -> None:
-    """A model/ directory: the encoder export, the heads (safetensors), the classes and the config."""
-    from safetensors.torch import save_file
-
-    encoder.export(out / "encoder")
-    heads = {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
-    save_file(heads, str(out / "heads.safetensors"))
-    (out / "classes.json").write_text(json.dumps(classes) + "\n")
-    save_config(cfg, out / "config.yaml")
-
-
-def load_trained(run: Path) -> tuple[Extractor, FinetuneConfig]:
-    """A fine-tuned model back from its run directory (for predict)."""
-    if not (Path(run) / "model" / "heads.safetensors").is_file():
-        raise MmieError(f"{run}: no model/ directory — not a finished fine-tuning run")
-    return load_model_dir(Path(run) / "model", run)
-
-
-def load_model_dir(model_dir: Path, run: Path | str | None = None) -> tuple[Extractor, FinetuneConfig]:
-    """A fine-tuned model back from a run's model/ directory (or its copy in an MLflow model's artifacts)."""
-    from safetensors.torch import load_file
-
-    from common.config import load_config
-
-    model_dir, run = Path(model_dir), run or model_dir
-    cfg = load_config(FinetuneConfig, model_dir / "config.yaml")
-    encoder = FusionEncoder.from_export(model_dir / "encoder")
-    classes = json.loads((model_dir / "classes.json").read_text())
-    model = Extractor(encoder, cfg, classes)
-    try:
-        heads = load_file(str(model_dir / "heads.safetensors"))
-    except Exception as e:  # a truncated or garbled file: safetensors raises its own error types
-        raise MmieError(f"{model_dir / 'heads.safetensors'}: unreadable ({str(e)[:120]})") from None
-    missing = model.load_state_dict(heads, strict=False)
-    bad = [k for k in missing.missing_keys if not k.startswith("encoder.") and k != "none_margin"]  # older runs: 0
-    bad += list(missing.unexpected_keys)
-    if bad:
-        raise MmieError(f"{run}: saved heads do not match the model ({bad[0]})")
-    return model.eval(), cfg
-

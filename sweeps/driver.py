@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from common.tracking import MlflowLogger, resolve_tracking_uri
+    from common.tracking import MlflowLogger
     from finetune.config import FinetuneConfig, task_config_path
     from sweeps.plots import plot_sweep
     from sweeps.space import load_space

@@ -45,7 +45,7 @@ def test_pyfunc_model_predicts_like_predict_and_refuses_bad_posts(mner_model, sy
     from mlflow.exceptions import MlflowException
 
     from finetune.predict import Predictor
-    from finetune.trainer import load_trained
+    from finetune.checkpoint import load_trained
 
     run, mlruns, uri = mner_model
     assert uri.startswith("runs:/") and uri.endswith("/model")

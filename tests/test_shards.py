@@ -1,6 +1,5 @@
 """Pretraining data: NewsCLIPpings -> teacher soft labels -> WebDataset shards -> streaming reader."""
 import hashlib
-import io
 import json
 import shutil
 import socket
@@ -15,7 +14,6 @@ from common.errors import DataError, MmieError
 from common.zoo.text import TextEncoder
 from pretrain.data import (Collate, EpochStages, ImageSpec, box_patch_mask, build_pipeline, make_loader,
                            read_shard_dir)
-from pretrain.prepare import main as prepare_main
 from pretrain.prepare import parser, prepare
 
 HERE = Path(__file__).parent

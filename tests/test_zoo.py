@@ -1,7 +1,6 @@
 """The offline zoo loads real weights with no network (make test runs this inside `unshare -n`)."""
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
