@@ -74,3 +74,11 @@ def teacher_embeddings(spec: str, texts: list[str], names: list[str], store: Ima
         save_file({"signal": out.contiguous()}, str(tmp))
         tmp.replace(path)
     return out
+
+
+def split_signal(spec: str, examples: list, store: ImageStore) -> torch.Tensor:
+    """teacher_embeddings of a split's posts (text: its words joined by spaces). The global RNG is left as it was,
+    so a run draws the same numbers whether the signal came from the cache or was computed."""
+    with torch.random.fork_rng():
+        return teacher_embeddings(spec, [" ".join(ex.tokens) for ex in examples], [ex.image for ex in examples],
+                                  store)

@@ -29,7 +29,7 @@ from finetune.report import plot_curves, write_report
 from finetune.splits import (STAND_IN_NOTE, SplitData, prepare_split, score, warn_if_no_picture_found,
                              write_predictions)
 from finetune.subsets import nested_subset
-from finetune.teacher_signal import teacher_embeddings
+from finetune.teacher_signal import split_signal
 
 LOSS_TERMS = (*task.TERMS, "loss")
 
@@ -43,6 +43,21 @@ def param_group(name: str, encoder_prefixes: tuple[str, ...]) -> str:
     if name.startswith(encoder_prefixes):
         return "encoder"
     return "crf" if name.startswith("crf.") else "rest"
+
+
+def build_optimizer(model: torch.nn.Module, encoder_prefixes: tuple[str, ...], t, total_steps: int):
+    """AdamW over the named groups of param_group (each group's lr from TrainConfig `t`) and the warm-up + cosine
+    schedule over `total_steps`."""
+    groups: dict[str, list] = {"encoder": [], "vision": [], "crf": [], "rest": []}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups[param_group(name, encoder_prefixes)].append(p)
+    lrs = {"encoder": t.encoder_lr, "vision": t.encoder_lr if t.vision_lr < 0 else t.vision_lr,
+           "crf": t.crf_lr, "rest": t.lr}
+    opt = adamw([{"params": groups[g], "lr": lr, "name": g} for g, lr in lrs.items()], lr=t.lr,
+                weight_decay=t.weight_decay)
+    factor = warmup_cosine(int(total_steps * t.warmup_ratio), total_steps)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 class FinetuneTrainer:
@@ -78,12 +93,9 @@ class FinetuneTrainer:
         self.data = {name: prepare_split(cfg, s, self.encoder, self.classes, root, tagger)
                      for name, s in self.splits.items()}
         warn_if_no_picture_found(self.data, self.splits, root if cfg.data.image == "on" else None)
-        if cfg.align.sw_weight > 0:  # IMM's pseudo-signal, once per dataset (cached); RNG untouched by a cache miss
-            with torch.random.fork_rng():
-                self.data["train"].teacher = teacher_embeddings(
-                    cfg.align.teacher, [" ".join(ex.tokens) for ex in self.splits["train"].examples],
-                    [ex.image for ex in self.splits["train"].examples],
-                    ImageStore(root if cfg.data.image == "on" else None))
+        if cfg.align.sw_weight > 0:  # IMM's pseudo-signal, once per dataset (cached)
+            self.data["train"].teacher = split_signal(cfg.align.teacher, self.splits["train"].examples,
+                                                      ImageStore(root if cfg.data.image == "on" else None))
         self.model = Extractor(self.encoder, cfg, self.classes)
         self.pad_id = self.encoder.tokenizer.pad_token_id
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,18 +115,8 @@ class FinetuneTrainer:
         return batch
 
     def optimizer(self, total_steps: int):
-        t = self.cfg.train
-        groups: dict[str, list] = {"encoder": [], "vision": [], "crf": [], "rest": []}
-        prefixes = self.encoder.pretrained_prefixes(under="encoder.")
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                groups[param_group(name, prefixes)].append(p)
-        lrs = {"encoder": t.encoder_lr, "vision": t.encoder_lr if t.vision_lr < 0 else t.vision_lr,
-               "crf": t.crf_lr, "rest": t.lr}
-        opt = adamw([{"params": groups[g], "lr": lr, "name": g} for g, lr in lrs.items()], lr=t.lr,
-                    weight_decay=t.weight_decay)
-        factor = warmup_cosine(int(total_steps * t.warmup_ratio), total_steps)
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return build_optimizer(self.model, self.encoder.pretrained_prefixes(under="encoder."), self.cfg.train,
+                               total_steps)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """The training batches of an epoch: a function of (seed, epoch) only, so a resumed run sees the same."""

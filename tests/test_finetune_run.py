@@ -43,7 +43,10 @@ def test_two_epoch_run_of_each_task(task, sub, synth_dir, mjere_dir, tmp_path):
     assert m["missing_images"]["test"]["missing"] == 0 and m["missing_images"]["test"]["ok"] > 0
     assert all(h["train/loss"] > 0 for h in m["history"])
     preds = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
-    assert len(preds) == m["test"].get("n_examples", len(preds)) and {"uid", "gold", "pred"} <= set(preds[0])
+    from finetune.readers import read_task
+
+    test_uids = [ex.uid for ex in read_task(task, data)["test"].examples]
+    assert [p["uid"] for p in preds] == test_uids and {"uid", "gold", "pred"} <= set(preds[0])  # every test post
     assert (run / "reports" / "test.json").is_file() and (run / "reports" / "test_f1.png").is_file()
     assert (run / "reports" / "curves.png").stat().st_size > 1000 and all("lr/encoder" in h for h in m["history"])
     assert (run / "config.yaml").is_file() and (run / "model" / "heads.safetensors").is_file()

@@ -67,3 +67,37 @@ def test_the_total_is_the_weighted_sum_of_the_named_terms(kind, extra):
     assert all(torch.isfinite(out[k]) for k in task.TERMS)
     assert out["semantic_loss"] != 0 and out["modality_loss"] != 0 and out["ips_loss"] != 0
     assert (out["sw_loss"] > 0) == (kind == "imm")
+
+
+def test_finetune_parameter_groups_and_schedule():
+    from common.fusion import FusionEncoder, ModelConfig
+    from finetune.config import TrainConfig
+    from finetune.model import Extractor
+    from finetune.trainer import build_optimizer
+
+    cfg = FinetuneConfig(model=ModelConfig(vision="patch:16:32", image_size=32, fusion_layers=1))
+    enc = FusionEncoder(cfg.model)
+    model = Extractor(enc, cfg, ["O", "B-PER", "I-PER"])
+    t = TrainConfig(lr=3e-4, encoder_lr=1e-4, vision_lr=2e-5, crf_lr=5e-3, warmup_ratio=0.1)
+    opt, sched = build_optimizer(model, enc.pretrained_prefixes(under="encoder."), t, total_steps=100)
+    by_name = {g["name"]: g for g in opt.param_groups}
+    ids = {name: {id(p) for p in g["params"]} for name, g in by_name.items()}
+    named = dict(model.named_parameters())
+    assert {id(p) for n, p in named.items() if n.startswith("encoder.text.")} <= ids["encoder"]
+    assert {id(p) for n, p in named.items() if n.startswith("encoder.fusion.")} <= ids["encoder"]  # text-upper copy
+    assert {id(p) for n, p in named.items() if n.startswith("encoder.vision.")} == ids["vision"]
+    assert {id(p) for n, p in named.items() if n.startswith("crf.")} == ids["crf"]
+    assert {id(p) for n, p in named.items() if n.startswith(("fusion.", "emit.", "encoder.vision_proj"))} <= ids["rest"]
+    assert sum(len(v) for v in ids.values()) == len(named)  # every parameter in exactly one group
+    lrs = []
+    for _ in range(100):
+        lrs.append({g["name"]: g["lr"] for g in opt.param_groups})
+        opt.step()
+        sched.step()
+    assert lrs[0]["encoder"] == pytest.approx(1e-4 / 10)  # warm-up: 10 steps, linear
+    assert lrs[9]["vision"] == pytest.approx(2e-5) and lrs[9]["crf"] == pytest.approx(5e-3)  # the peak
+    assert lrs[55]["rest"] == pytest.approx(3e-4 * 0.5, rel=0.02)  # cosine half-way through the decay
+    assert lrs[99]["rest"] < 3e-4 * 0.001  # down to ~0 at the end
+    assert TrainConfig(vision_lr=-1.0, encoder_lr=7e-5).vision_lr < 0  # < 0: the vision encoder at encoder_lr
+    opt2, _ = build_optimizer(model, enc.pretrained_prefixes(under="encoder."), TrainConfig(encoder_lr=7e-5), 10)
+    assert {g["name"]: g["lr"] for g in opt2.param_groups}["vision"] == 7e-5
