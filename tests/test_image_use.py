@@ -21,4 +21,4 @@ def test_multimodal_fine_tuning_beats_the_text_only_ceiling(tmp_path):
                           "--tracking-uri", "none", "--no-mlflow-model", "train.epochs=8", "data.max_train=200",
                           "train.seed=0"]) == 0
     test_f1 = json.loads((run / "metrics.json").read_text())["test"]["f1"]
-X
+    assert test_f1 > ceiling + 0.1, (test_f1, ceiling)  # measured at 1 thread: 0.794 against 0.609
