@@ -97,7 +97,11 @@ class Collate:
         self.n_entities, self.n_relations = n_entities, n_relations
         self.max_boxes, self.max_length = max_boxes, max_length
         self.mlm_prob, self.seed = mlm_prob, seed
-        self.epoch = -1  # the trainer sets the training epoch before each epoch's loader; -1: evaluation masks
+        self.epoch = -1  # set_epoch: the training epoch before each epoch's loader; -1: evaluation masks
+
+    def set_epoch(self, epoch: int) -> None:
+        """MLM masks are drawn from (seed, epoch, key): fresh each epoch, the same after a resume; -1 for evaluation."""
+        self.epoch = epoch
 
     def image_tensor(self, img) -> torch.Tensor:
         import torchvision.transforms.functional as F
@@ -160,9 +164,9 @@ def _check_sample(sample: dict) -> dict:
 class EpochStages:
     """Shard shuffle (same on every rank), per-worker sample shuffle and resume skip, all seeded by epoch."""
 
-    def __init__(self, seed: int, shuffle_buffer: int):
-        self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, 0
-        self.skip_batches = 0  # batches this rank already consumed in the current epoch (resume)
+    def __init__(self, seed: int, shuffle_buffer: int, epoch: int = 0, skip_batches: int = 0):
+        self.seed, self.shuffle_buffer, self.epoch = seed, shuffle_buffer, epoch
+        self.skip_batches = skip_batches  # batches this rank already consumed in the current epoch (resume)
         self.batch_size, self.num_workers = 1, 1
 
     def shuffle_shards(self, src):

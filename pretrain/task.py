@@ -92,3 +92,12 @@ def retrieval_counts(itm_logits, match, t, v) -> dict[str, torch.Tensor]:
     hits = (tm @ vm.T).argmax(-1) == torch.arange(len(tm), device=t.device) if len(tm) else tm.new_zeros(0)
     return {"itm_correct": ((itm_logits > 0) == keep).sum().float(), "pairs": torch.tensor(float(len(match))),
             "r1_hits": hits.sum().float(), "matched": keep.sum().float()}
+
+
+def rates(sums: dict[str, float]) -> dict[str, float]:
+    """Accuracies from summed counts: ITM accuracy, text->image R@1 and (with the MLM term) masked-token accuracy."""
+    out = {"itm_acc": sums["itm_correct"] / max(1.0, sums["pairs"]),
+           "cit_r1": sums["r1_hits"] / max(1.0, sums["matched"])}
+    if "mlm_masked" in sums:
+        out["mlm_acc"] = sums["mlm_correct"] / max(1.0, sums["mlm_masked"])
+    return out

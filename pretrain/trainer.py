@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import socket
 import sys
 import time
 from collections import Counter
@@ -21,72 +20,15 @@ import torch
 from tqdm import tqdm
 
 from common.config import flatten, save_config
-from common.errors import ConfigError, MmieError
+from common.errors import MmieError
 from common.fusion import FusionEncoder
 from common.optim import warmup_cosine
 from common.tracking import check_tracking_uri, make_logger
 from pretrain.config import PretrainConfig
+from pretrain.engine import deepspeed_config, init_distributed, lost_peer, remove_shm_buffers, to_device
 from pretrain.data import (SKIPPED, Collate, EpochStages, ImageSpec, build_pipeline, make_loader, rank_batches,
                            read_shard_dir)
-from pretrain.task import PromuTask
-
-ENGINE_ONLY = ("zero_optimization", "bf16", "fp16", "activation_checkpointing", "communication_data_type",
-               "zero_allow_untested_optimizer", "flops_profiler", "aio", "data_types")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def init_distributed(timeout_s: int = 600) -> tuple[int, int, torch.device]:
-    """Under the deepspeed launcher or torchrun the environment says who we are; alone we are rank 0 of 1.
-    timeout_s bounds every collective: a rank that stops answering ends the others with an error, never a hang."""
-    from datetime import timedelta
-
-    import deepspeed
-
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
-    cuda = torch.cuda.is_available()
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False,
-                               timeout=timedelta(seconds=timeout_s))
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    return rank, world, device
-
-
-def deepspeed_config(cfg: PretrainConfig) -> dict:
-    path = Path(cfg.deepspeed)
-    if not path.is_file():
-        raise ConfigError(f"DeepSpeed config {path} does not exist")
-    ds = json.loads(path.read_text())
-    extra = sorted(set(ds) - set(ENGINE_ONLY))
-    if extra:
-        raise ConfigError(f"{path}: {extra[0]} does not belong in the DeepSpeed JSON (engine features only: "
-                          f"{', '.join(ENGINE_ONLY[:3])}, ...); batch size, lr and clipping come from the run config")
-    if ds.get("fp16", {}).get("enabled") and not torch.cuda.is_available():
-        raise ConfigError(f"{path}: fp16 needs a GPU; use bf16 or fp32 on the CPU")
-    ds.update(train_micro_batch_size_per_gpu=cfg.data.batch_size, gradient_accumulation_steps=cfg.train.grad_accum,
-              gradient_clipping=cfg.train.clip, steps_per_print=10 ** 9, zero_allow_untested_optimizer=True,
-              wall_clock_breakdown=False)
-    return ds
-
-
-def to_device(batch: dict, device: torch.device, dtype: torch.dtype | None) -> dict:
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=True)
-            if dtype is not None and v.is_floating_point() and k in ("image",):
-                v = v.to(dtype)
-        out[k] = v
-    return out
-
+from pretrain.task import PromuTask, rates
 
 class Trainer:
     def __init__(self, cfg: PretrainConfig, run_dir: Path, tracking_uri: str | None, resume: bool = False):
@@ -197,7 +139,7 @@ class Trainer:
         self.engine.eval()
         stages = EpochStages(self.cfg.train.seed, shuffle_buffer=1)  # fixed order: the same pairs every time
         collate = copy.copy(self.collate)
-        collate.epoch = -1  # the same masks every evaluation
+        collate.set_epoch(-1)  # the same masks every evaluation
         pipe = build_pipeline(self.val_shards, collate, self.cfg.data.batch_size, stages, split_nodes=False)
         sums: dict[str, float] = {}
         n_batches = 0
@@ -234,66 +176,76 @@ class Trainer:
                 from None
 
     def _fit(self) -> dict:
+        """The loop: epochs of micro-batches until cfg.train.steps optimizer steps; then evaluate, save, export."""
         cfg = self.cfg
         if self.resume:
             self.load()
-        t0 = time.perf_counter()
-        start_samples = self.state["samples_seen"]
+        t0, start_samples = time.perf_counter(), self.state["samples_seen"]
         bar = tqdm(total=cfg.train.steps, initial=self.state["step"], desc="pretrain", disable=self.rank != 0,
                    unit="step")
-        window: dict[str, float] = {}
-        window_n, window_t = 0, time.perf_counter()
-        last_val: dict[str, float] = {}
+        self.window = {"sums": {}, "n": 0, "t": time.perf_counter()}
         while self.state["step"] < cfg.train.steps:
             n_epoch = self.epoch_batches(self.state["epoch"])
-            stages = EpochStages(cfg.train.seed, cfg.data.shuffle_buffer)
-            stages.epoch, stages.skip_batches = self.state["epoch"], self.state["batches_in_epoch"]
-            self.collate.epoch = self.state["epoch"]  # fresh MLM masks each epoch, the same ones after a resume
+            stages = EpochStages(cfg.train.seed, cfg.data.shuffle_buffer, epoch=self.state["epoch"],
+                                 skip_batches=self.state["batches_in_epoch"])
+            self.collate.set_epoch(self.state["epoch"])
             for batch in self.train_loader(stages):
                 if self.state["batches_in_epoch"] >= n_epoch or self.state["step"] >= cfg.train.steps:
                     break
-                self.skipped.update(batch.pop("skipped"))
-                if self.audit is not None:
-                    self.audit.write(f"{self.state['epoch']} {self.state['step']} {' '.join(batch['keys'])}\n")
-                    self.audit.flush()
-                out = self.engine(to_device(batch, self.device, self.dtype))
-                self.engine.backward(out["loss"])
-                self.engine.step()
-                self.state["batches_in_epoch"] += 1
-                self.state["samples_seen"] += len(batch["keys"]) * self.world
-                for k in ("loss",) + self.task.counts + tuple(f"{t}_loss" for t in self.task.terms):
-                    window[k] = window.get(k, 0.0) + out[k].detach().item()
-                window_n += 1
-                if not self.engine.is_gradient_accumulation_boundary():
-                    continue
-                self.state["step"] += 1
-                bar.update(1)
-                step = self.state["step"]
-                if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-                    dt = time.perf_counter() - window_t
-                    metrics = {f"train/{k}": window[k] / window_n for k in window
-                               if k.endswith("loss")}
-                    metrics.update({f"train/{k}": v for k, v in rates(window).items()})
-                    metrics["train/lr"] = self.engine.get_lr()[0]
-                    metrics["train/tau"] = float(out["tau"])
-                    metrics["train/samples_per_s"] = window_n * cfg.data.batch_size * self.world / max(dt, 1e-9)
-                    metrics["train/epoch"] = self.state["epoch"]
-                    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-                    if bad:
-                        raise MmieError(f"step {step}: {bad[0]} is not finite")
-                    self.logger.log_metrics(metrics, step)
-                    window, window_n, window_t = {}, 0, time.perf_counter()
-                if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < cfg.train.steps:
-                    last_val = self.evaluate()
-                    self.logger.log_metrics(last_val, step)
-                if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0 and step < cfg.train.steps:
-                    self.save()
+                out = self.micro_step(batch)
+                if self.engine.is_gradient_accumulation_boundary():
+                    self.state["step"] += 1
+                    bar.update(1)
+                    self.after_step(out)
             self.skipped.update(SKIPPED)  # read errors after the epoch's last batch (in-process reading)
             SKIPPED.clear()
             if self.state["batches_in_epoch"] >= n_epoch:
                 self.state["epoch"] += 1
                 self.state["batches_in_epoch"] = 0
         bar.close()
+        return self.finish(t0, start_samples)
+
+    def micro_step(self, batch: dict) -> dict:
+        """Forward, backward and the engine's step (an optimizer step at an accumulation boundary) on one
+        micro-batch; its loss terms and counts are added to the logging window."""
+        self.skipped.update(batch.pop("skipped"))
+        if self.audit is not None:
+            self.audit.write(f"{self.state['epoch']} {self.state['step']} {' '.join(batch['keys'])}\n")
+            self.audit.flush()
+        out = self.engine(to_device(batch, self.device, self.dtype))
+        self.engine.backward(out["loss"])
+        self.engine.step()
+        self.state["batches_in_epoch"] += 1
+        self.state["samples_seen"] += len(batch["keys"]) * self.world
+        sums = self.window["sums"]
+        for k in ("loss",) + self.task.counts + tuple(f"{t}_loss" for t in self.task.terms):
+            sums[k] = sums.get(k, 0.0) + out[k].detach().item()
+        self.window["n"] += 1
+        return out
+
+    def after_step(self, out: dict) -> None:
+        """After optimizer step `step`: log the window's means and rates every log_every steps, evaluate every
+        eval_every, checkpoint every ckpt_every (the last step's evaluation and save are finish()'s)."""
+        t, step, w = self.cfg.train, self.state["step"], self.window
+        if step % t.log_every == 0 or step == t.steps:
+            dt = time.perf_counter() - w["t"]
+            metrics = {f"train/{k}": v / w["n"] for k, v in w["sums"].items() if k.endswith("loss")}
+            metrics.update({f"train/{k}": v for k, v in rates(w["sums"]).items()})
+            metrics.update({"train/lr": self.engine.get_lr()[0], "train/tau": float(out["tau"]),
+                            "train/samples_per_s": w["n"] * self.cfg.data.batch_size * self.world / max(dt, 1e-9),
+                            "train/epoch": self.state["epoch"]})
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            if bad:
+                raise MmieError(f"step {step}: {bad[0]} is not finite")
+            self.logger.log_metrics(metrics, step)
+            self.window = {"sums": {}, "n": 0, "t": time.perf_counter()}
+        if t.eval_every and step % t.eval_every == 0 and step < t.steps:
+            self.logger.log_metrics(self.evaluate(), step)
+        if t.ckpt_every and step % t.ckpt_every == 0 and step < t.steps:
+            self.save()
+
+    def finish(self, t0: float, start_samples: int) -> dict:
+        """Evaluate, save the last checkpoint and export; the run's metrics (wall time up to the evaluation)."""
         last_val = self.evaluate()
         self.logger.log_metrics(last_val, self.state["step"])
         wall = time.perf_counter() - t0
@@ -344,31 +296,3 @@ class Trainer:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         remove_shm_buffers(self.rank)
-
-
-LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Timed out", "timed out",
-             "NCCL communicator was aborted")
-
-
-def lost_peer(e: BaseException) -> bool:
-    """A collective failed because another rank died or stopped answering."""
-    return isinstance(e, getattr(torch.distributed, "DistNetworkError", ())) or any(s in str(e) for s in LOST_PEER)
-
-
-def rates(sums: dict[str, float]) -> dict[str, float]:
-    """Accuracies from summed counts: ITM accuracy, text->image R@1 and (with the MLM term) masked-token accuracy."""
-    out = {"itm_acc": sums["itm_correct"] / max(1.0, sums["pairs"]),
-           "cit_r1": sums["r1_hits"] / max(1.0, sums["matched"])}
-    if "mlm_masked" in sums:
-        out["mlm_acc"] = sums["mlm_correct"] / max(1.0, sums["mlm_masked"])
-    return out
-
-
-def remove_shm_buffers(rank: int) -> None:
-    """DeepSpeed's CPU all-reduce leaves a ~66 MB buffer per rank in /dev/shm; each rank removes its own."""
-    addr, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
-    for f in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{addr}_{port}_{rank}"):
-        try:
-            f.unlink()
-        except OSError:
-            pass
