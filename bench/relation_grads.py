@@ -61,7 +61,8 @@ def main() -> None:
             norms = []
             for idx in batches:
                 model.zero_grad(set_to_none=True)
-                losses = task.losses(model, trainer._batch(trainer.data["train"], idx), torch.Generator().manual_seed(0))
+                batch = trainer._batch(trainer.data["train"], idx)
+                losses = task.losses(model, batch, torch.Generator().manual_seed(0))
                 (w * losses[term]).backward()
                 norms.append(group_norms(model, prefixes) | {"value": float(losses[term])})
             out["terms"][term] = {k: sum(n.get(k, 0.0) for n in norms) / len(norms) for k in norms[0]}

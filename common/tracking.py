@@ -40,12 +40,20 @@ class StdoutLogger(NullLogger):
             self.write(f"step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
 
+REMOTE_SCHEMES = ("http://", "https://", "sqlite:", "postgresql", "mysql", "mssql", "databricks")
+
+
+def is_store_uri(uri: str) -> bool:
+    """A tracking server or database URI (used as given), as opposed to a local directory."""
+    return uri.startswith(REMOTE_SCHEMES)
+
+
 def resolve_tracking_uri(uri: str) -> tuple[str, str | None]:
     """(tracking URI, artifact root). A server or database URI is used as given; a local directory (the default
     ./mlruns) becomes a SQLite store inside it, `<dir>/mlflow.db`, with artifacts under `<dir>/artifacts` — MLflow
     3 keeps its plain-file store in maintenance mode. View it with
     `mlflow ui --backend-store-uri sqlite:///<dir>/mlflow.db --host 127.0.0.1`."""
-    if uri.startswith(("http://", "https://", "sqlite:", "postgresql", "mysql", "databricks")):
+    if is_store_uri(uri):
         return uri, None
     root = Path(uri[len("file:"):] if uri.startswith("file:") else uri).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)

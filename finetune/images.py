@@ -60,3 +60,15 @@ def resolve_image_root(data_dir: Path, images: str | Path | None) -> Path | None
     if images:
         return Path(images)
     return data_dir / "images" if (data_dir / "images").is_dir() else None
+
+
+def jpeg_data_url(img: Image.Image, size: int) -> str:
+    """The picture as a JPEG thumbnail (at most size x size) in a data: URL, for a self-contained HTML page."""
+    import base64
+    import io
+
+    img = img.convert("RGB")
+    img.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()

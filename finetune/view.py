@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import io
 import json
 import sys
 from collections import Counter
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from common.errors import DataError, MmieError, cli_main
 from common.jsonfile import read_jsonl
+from finetune.images import default_image, jpeg_data_url
 
 COLORS = {"PER": "#aa9cfc", "LOC": "#ff9561", "ORG": "#7aecec", "MISC": "#e4e7d2"}
 KINDS = ("missed", "spurious", "wrong type")
@@ -129,23 +129,11 @@ def thumbnail(store, name: str) -> tuple[str, str]:
     img, status = store.open(name) if name else (None, "none")
     note = "" if status == "ok" else {"none": "no picture: stand-in", "missing": "picture missing: stand-in",
                                       "unreadable": "picture unreadable: stand-in"}[status]
-    return ("" if status != "ok" else jpeg_data_url(img)), note  # "": the stand-in, drawn once by the page's CSS
+    return ("" if status != "ok" else jpeg_data_url(img, THUMB)), note  # "": the stand-in, drawn once by CSS
 
 
 def stand_in_css() -> str:
-    from finetune.images import default_image
-
-    return f".standin{{width:{THUMB}px;height:{THUMB}px;background:url({jpeg_data_url(default_image())})}}"
-
-
-def jpeg_data_url(img) -> str:
-    from PIL import Image
-
-    img = img.convert("RGB")
-    img.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return f".standin{{width:{THUMB}px;height:{THUMB}px;background:url({jpeg_data_url(default_image(), THUMB)})}}"
 
 
 def describe_error(tokens: list[str], e: dict) -> str:

@@ -103,12 +103,9 @@ def results_table(grid, keys: list[str]):
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_intermixed_args(argv)
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
-    from common.tracking import MlflowLogger
+    from common.tracking import MlflowLogger, is_store_uri
     from finetune.config import FinetuneConfig, task_config_path
-    from sweeps.plots import plot_sweep
     from sweeps.space import load_space
 
     a.config = str(Path(a.config or task_config_path(a.task)).resolve())
@@ -120,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     load_config(FinetuneConfig, a.config, base_overrides)  # fail fast on a bad override
     name = a.name or f"sweep-{a.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = Path(absolute(a.storage))
-    tracking = a.tracking_uri if a.tracking_uri.startswith(("http://", "https://", "sqlite:")) else \
+    tracking = a.tracking_uri if is_store_uri(a.tracking_uri) or a.tracking_uri == "none" else \
         absolute(a.tracking_uri)
     parent = None
     if tracking != "none":
@@ -134,45 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     ray.init(address=a.address, num_cpus=a.num_cpus if a.address is None else None, include_dashboard=False,
              configure_logging=False, log_to_driver=False)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base),
-                                    {"cpu": a.cpus_per_trial, "gpu": a.gpus_per_trial})
-    run_config = tune.RunConfig(name=name, storage_path=str(storage), verbose=1,
-                                failure_config=tune.FailureConfig(max_failures=a.max_failures))
-    if a.resume:
-        path = storage / name
-        if not tune.Tuner.can_restore(str(path)):
-            raise MmieError(f"--resume: no experiment to restore at {path}")
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
-    else:
-        scheduler = ASHAScheduler(max_t=a.epochs, grace_period=min(a.grace, a.epochs), reduction_factor=2,
-                                  time_attr="epoch")
-        tuner = tune.Tuner(trainable, param_space=space, run_config=run_config,
-                           tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=a.samples,
-                                                       scheduler=scheduler))
     status = "FINISHED"
     try:
-        grid = tuner.fit()
-        table = results_table(grid, list(space))
-        if table.empty:
-            raise MmieError(f"{name}: no trial reported {METRIC} ({len(grid.errors)} errors)")
-        out = storage / name
-        out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "results.csv", index=False)
-        plots = plot_sweep(table, out)
-        best = table.iloc[0].to_dict()
-        summary = {"name": name, "trials": len(grid), "errored_trials": len(grid.errors),
-                   "best": {k.replace("config/", ""): v for k, v in best.items()}, "storage": str(out),
-                   "mlflow_parent_run": parent.run_id if parent else None}
-        (out / "best.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-        shown = table.drop(columns=["mlflow_run_id"])
-        print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-        print(f"best of {len(grid)} trials ({len(grid.errors)} errored after retries): "
-              + ", ".join(f"{k}={v}" for k, v in summary["best"].items() if k in space or k == METRIC))
-        if parent:
-            parent.log_metrics({"best_dev_f1": float(best[METRIC])}, 0)
-            for p in [out / "results.csv", out / "best.json", *plots]:
-                parent.log_artifact(p)
-            close_stopped_runs(parent, table)
+        grid = make_tuner(a, space, base, name, storage).fit()
+        report(grid, space, storage / name, name, parent)
     except BaseException:
         status = "FAILED"
         raise
@@ -181,6 +143,54 @@ def main(argv: list[str] | None = None) -> int:
             parent.close(status)
         ray.shutdown()
     return 0
+
+
+def make_tuner(a, space: dict, base: dict, name: str, storage: Path):
+    """A new Tuner (ASHA on dev F1 over `space`), or the named experiment restored from `storage` (--resume)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base),
+                                    {"cpu": a.cpus_per_trial, "gpu": a.gpus_per_trial})
+    if a.resume:
+        path = storage / name
+        if not tune.Tuner.can_restore(str(path)):
+            raise MmieError(f"--resume: no experiment to restore at {path}")
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    run_config = tune.RunConfig(name=name, storage_path=str(storage), verbose=1,
+                                failure_config=tune.FailureConfig(max_failures=a.max_failures))
+    scheduler = ASHAScheduler(max_t=a.epochs, grace_period=min(a.grace, a.epochs), reduction_factor=2,
+                              time_attr="epoch")
+    return tune.Tuner(trainable, param_space=space, run_config=run_config,
+                      tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=a.samples,
+                                                  scheduler=scheduler))
+
+
+def report(grid, space: dict, out: Path, name: str, parent) -> None:
+    """results.csv, best.json and plots in `out`; the table on stdout; the best dev F1 and the files on the parent
+    MLflow run, whose stopped children are closed."""
+    from sweeps.plots import plot_sweep
+
+    table = results_table(grid, list(space))
+    if table.empty:
+        raise MmieError(f"{name}: no trial reported {METRIC} ({len(grid.errors)} errors)")
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "results.csv", index=False)
+    plots = plot_sweep(table, out)
+    best = table.iloc[0].to_dict()
+    summary = {"name": name, "trials": len(grid), "errored_trials": len(grid.errors),
+               "best": {k.replace("config/", ""): v for k, v in best.items()}, "storage": str(out),
+               "mlflow_parent_run": parent.run_id if parent else None}
+    (out / "best.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    shown = table.drop(columns=["mlflow_run_id"])
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"best of {len(grid)} trials ({len(grid.errors)} errored after retries): "
+          + ", ".join(f"{k}={v}" for k, v in summary["best"].items() if k in space or k == METRIC))
+    if parent:
+        parent.log_metrics({"best_dev_f1": float(best[METRIC])}, 0)
+        for p in [out / "results.csv", out / "best.json", *plots]:
+            parent.log_artifact(p)
+        close_stopped_runs(parent, table)
 
 
 def close_stopped_runs(parent, table) -> None:

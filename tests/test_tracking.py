@@ -26,3 +26,12 @@ def test_runs_started_together_on_a_new_store_all_land(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("mmie-race").experiment_id])
     assert sorted(r.info.run_name for r in runs) == [f"run{i}" for i in range(4)]
     assert all(r.info.status == "FINISHED" and r.data.metrics["dev/f1"] == 0.5 for r in runs)
+
+
+def test_store_uris_are_told_from_local_directories():
+    from common.tracking import is_store_uri, resolve_tracking_uri
+
+    for uri in ("http://127.0.0.1:5000", "https://h", "sqlite:///x.db", "postgresql://u@h/db", "mysql://h/db",
+                "databricks"):
+        assert is_store_uri(uri) and resolve_tracking_uri(uri) == (uri, None)
+    assert not is_store_uri("./mlruns") and not is_store_uri("/tmp/postgres-runs")

@@ -7,7 +7,8 @@ Every fusion is one file here holding one nn.Module built as `Cls(dim, cfg: Fusi
 where tokens are the fused text + context token states, image the image states ([cls; patches]) and masks
 {"attention": (N, L) text + context tokens, "text": (N, L) the post's own tokens, "ctx": (N, L) its context
 tokens}. "text_vec"/"image_vec" (N, D), when given, are the fused sentence and image features the contrastive
-terms (finetune/task.py) read instead of the encoder's pooled ones; "sw" the features IMM's SW loss reads. A new fusion is one new file plus one line below.
+terms (finetune/task.py) read instead of the encoder's pooled ones; "sw" the features IMM's SW loss reads.
+A new fusion is one new file plus one line below.
 """
 from __future__ import annotations
 
