@@ -102,7 +102,12 @@ def parts(tr: FinetuneTrainer, idx: list[int], opt, gen: torch.Generator) -> dic
         backward_all(box["M"])
 
     out["adaptive fusion"] = timed(adaptive)
-    M = leaf(box["M"])
+    return out | head_parts(tr, b, H, v_cls, leaf(box["M"]), opt, gen)
+
+
+def head_parts(tr: FinetuneTrainer, b: dict, H, v_cls, M, opt, gen: torch.Generator) -> dict[str, float]:
+    """parts() after the fusion: the heads, the alignment losses, and clipping + AdamW after a full backward."""
+    model, out = tr.model, {}
     words = model.dropout(M.gather(1, b["word_index"][..., None].expand(-1, -1, M.shape[-1])))
     f = {"words": leaf(words), "x_t": leaf(H[:, 1:].mean(1)), "x_c": leaf(H[:, 1:].mean(1)), "x_v": leaf(v_cls),
          "has_ctx": b["ctx_mask"].any(1)}

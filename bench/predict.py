@@ -110,6 +110,17 @@ def stages(predictor, posts: list[dict]) -> dict:
     return out
 
 
+def compared(tmp: Path, config: str, posts: list[dict], default: dict) -> dict:
+    """latency() of configs/<config>.yaml's model (untrained) with the picture, and its ratios to the default's."""
+    from finetune.checkpoint import load_model_dir
+    from finetune.predict import Predictor
+
+    v = latency(Predictor(*load_model_dir(default_model_dir(tmp, "on", config)), persist=False), posts)
+    v["p50_vs_default"] = round(v["p50_ms"] / default["p50_ms"], 2)
+    v["posts_per_s_vs_default"] = round(v["batched_posts_per_s"] / default["batched_posts_per_s"], 2)
+    return v
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench/predict.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,18 +157,14 @@ def main(argv=None) -> int:
         if not a.run:
             variants["text_only"] = latency(Predictor(*load_model_dir(dirs["none"]), persist=False), without)
         for name in a.compare:
-            other = Predictor(*load_model_dir(default_model_dir(tmp, "on", name)), persist=False)
-            v = latency(other, with_image)
-            v["p50_vs_default"] = round(v["p50_ms"] / variants["image"]["p50_ms"], 2)
-            v["posts_per_s_vs_default"] = round(v["batched_posts_per_s"] / variants["image"]["batched_posts_per_s"], 2)
-            variants[f"config:{name}"] = v
+            variants[f"config:{name}"] = compared(tmp, name, with_image, variants["image"])
         parts = stages(on, with_image[: min(50, len(with_image))])
     result = {"load_s": round(load_s, 2), "variants": variants, "stages_ms_per_post": parts,
               "threads": torch.get_num_threads(), "weights": str(a.run) if a.run else "default config, untrained",
               "model": f"{cfg.model.text} + {cfg.model.vision} at {cfg.model.image_size} px, "
                        f"{cfg.model.fusion_layers} fusion layers"}
     for name, v in variants.items():
-        print(f"{name:9s} p50 {v['p50_ms']:7.1f} ms  p95 {v['p95_ms']:7.1f} ms  "
+        print(f"{name:15s} p50 {v['p50_ms']:7.1f} ms  p95 {v['p95_ms']:7.1f} ms  "
               f"batched {v['batched_posts_per_s']:6.1f} "
               f"posts/s", file=sys.stderr)
     print(json.dumps(result))

@@ -118,6 +118,26 @@ class KeepPil(Collate):
         return out
 
 
+def read_times(tmp: Path, keys, collate, batch_size: int, repeats: int, samples: int) -> tuple[dict, int]:
+    """Best read+decode+collate time of the shards and of the folder, warm and cold page cache; and the count."""
+    os.sync()
+    shard_files = sorted((tmp / "shards").glob("shard-*.tar"))
+    folder_files = sorted((tmp / "folder").iterdir())
+    times: dict[str, list[float]] = {"warm_shards": [], "warm_folder": [], "cold_shards": [], "cold_folder": []}
+    for _ in range(repeats):  # interleaved, so drift on a shared machine hits both alike
+        for temp in ("warm", "cold"):
+            if temp == "cold":
+                evict(shard_files)
+            t, n = time_shards(tmp / "shards", collate, batch_size)
+            times[f"{temp}_shards"].append(t)
+            if temp == "cold":
+                evict(folder_files)
+            t, n_f = time_folder(tmp / "folder", keys, collate, batch_size)
+            times[f"{temp}_folder"].append(t)
+            assert n == n_f == samples
+    return {k: min(v) for k, v in times.items()}, n
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--news", type=int, default=400, help="synthetic VisualNews items (x2 pairs; 80%% train)")
@@ -139,22 +159,7 @@ def main() -> None:
         tok = TextEncoder("minilm-l6").tokenizer
         spec = ImageSpec(224, (0.5,) * 3, (0.5,) * 3, (7, 7))
         collate = Collate(tok, spec, len(vocab["entities"]), len(vocab["relations"]))
-        os.sync()
-        shard_files = sorted((tmp / "shards").glob("shard-*.tar"))
-        folder_files = sorted((tmp / "folder").iterdir())
-        times: dict[str, list[float]] = {"warm_shards": [], "warm_folder": [], "cold_shards": [], "cold_folder": []}
-        for _ in range(a.repeats):  # interleaved, so drift on a shared machine hits both alike
-            for temp in ("warm", "cold"):
-                if temp == "cold":
-                    evict(shard_files)
-                t, n = time_shards(tmp / "shards", collate, a.batch_size)
-                times[f"{temp}_shards"].append(t)
-                if temp == "cold":
-                    evict(folder_files)
-                t, n_f = time_folder(tmp / "folder", keys, collate, a.batch_size)
-                times[f"{temp}_folder"].append(t)
-                assert n == n_f == manifest["samples"]
-        best = {k: min(v) for k, v in times.items()}
+        best, n = read_times(tmp, keys, collate, a.batch_size, a.repeats, manifest["samples"])
         teacher = build_teacher("label-bridge", image_size=128)
         detector = build_detector("crops", max_boxes=4)
         keep = KeepPil(tok, spec, len(vocab["entities"]), len(vocab["relations"]))

@@ -70,6 +70,11 @@ def _check(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         key_tp, val_tp = get_args(tp) or (Any, Any)
         return {_check(k, key_tp, where): _check(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    return _check_scalar(value, tp, where)
+
+
+def _check_scalar(value: Any, tp: Any, where: str) -> Any:
+    """_check for the plain types: bool, int, float (ints widen), str."""
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")

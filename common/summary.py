@@ -13,7 +13,6 @@ def _load(path: Path) -> dict | None:
 
 
 def summarise(run: Path) -> list[str]:
-    nan = float("nan")
     if not run.is_dir():
         raise MmieError(f"run directory {run} does not exist (run `make demo` first)")
     lines = [f"mmie demo summary — {run}"]
@@ -43,6 +42,12 @@ def summarise(run: Path) -> list[str]:
         lines.append(f"  shards    {run / 'shards'}: {shards['samples']} train samples in "
                      f"{len(shards['shards'])} shards (teacher {shards['teacher']}, detector {shards['detector']}; "
                      f"{skipped} skipped)")
+    return _later_stages(run, lines)
+
+
+def _later_stages(run: Path, lines: list[str]) -> list[str]:
+    """summarise's lines for pretraining, fine-tuning and the sweep."""
+    nan = float("nan")
     pre = _load(run / "pretrain" / "metrics.json")
     if pre:
         lines.append(f"  pretrain  {pre['steps']} steps x {pre['world_size']} ranks (ZeRO-{pre['zero_stage']}), "

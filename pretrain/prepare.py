@@ -156,6 +156,34 @@ def check_not_empty(counts: Counter, skipped: Counter, n_annotations: int, pairs
                     f"{hint}")
 
 
+def _write_chunk(chunk: list, labeller, writer, bad_images: dict, skipped: Counter, counts: Counter) -> None:
+    """Label a chunk's new pictures (each read once) and write its pairs; an unreadable picture skips its pairs."""
+    loaded: dict[Path, tuple[bytes, Image.Image]] = {}
+    for p in chunk:
+        if p.image_path in loaded or p.image_path in bad_images or p.image_path in labeller.cache:
+            continue
+        got = _load_image(p.image_path)
+        if isinstance(got, str):
+            bad_images[p.image_path] = got
+        else:
+            loaded[p.image_path] = got
+    labeller.label({path: img for path, (_, img) in loaded.items()})
+    for p in chunk:
+        if p.image_path in bad_images:
+            skipped[bad_images[p.image_path]] += 1
+            continue
+        raw = loaded[p.image_path][0] if p.image_path in loaded else reread_jpeg(p.image_path)
+        if isinstance(raw, str):  # the file changed or vanished since it was labelled
+            skipped[raw] += 1
+            continue
+        meta = dict(labeller.cache[p.image_path], match=p.match, caption_id=p.caption_id,
+                    image_id=p.image_id, similarity=p.similarity, index=p.index)
+        writer.write({"__key__": f"{p.index:09d}", "jpg": raw, "txt": p.caption,
+                      "json": json.dumps(meta, sort_keys=True).encode()})
+        counts["samples"] += 1
+        counts["matched" if p.match else "falsified"] += 1
+
+
 def _prepare_into(out: Path, args) -> dict:
     import webdataset as wds
 
@@ -173,30 +201,7 @@ def _prepare_into(out: Path, args) -> dict:
         bar = tqdm(total=len(pairs), desc="prepare shards", unit="pair")
         for start in range(0, len(pairs), args.batch_size):
             chunk = pairs[start:start + args.batch_size]
-            loaded: dict[Path, tuple[bytes, Image.Image]] = {}
-            for p in chunk:
-                if p.image_path in loaded or p.image_path in bad_images or p.image_path in labeller.cache:
-                    continue
-                got = _load_image(p.image_path)
-                if isinstance(got, str):
-                    bad_images[p.image_path] = got
-                else:
-                    loaded[p.image_path] = got
-            labeller.label({path: img for path, (_, img) in loaded.items()})
-            for p in chunk:
-                if p.image_path in bad_images:
-                    skipped[bad_images[p.image_path]] += 1
-                    continue
-                raw = loaded[p.image_path][0] if p.image_path in loaded else reread_jpeg(p.image_path)
-                if isinstance(raw, str):  # the file changed or vanished since it was labelled
-                    skipped[raw] += 1
-                    continue
-                meta = dict(labeller.cache[p.image_path], match=p.match, caption_id=p.caption_id,
-                            image_id=p.image_id, similarity=p.similarity, index=p.index)
-                writer.write({"__key__": f"{p.index:09d}", "jpg": raw, "txt": p.caption,
-                              "json": json.dumps(meta, sort_keys=True).encode()})
-                counts["samples"] += 1
-                counts["matched" if p.match else "falsified"] += 1
+            _write_chunk(chunk, labeller, writer, bad_images, skipped, counts)
             bar.update(len(chunk))
         bar.close()
     finally:
