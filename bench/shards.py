@@ -158,11 +158,11 @@ def main() -> None:
         _, _, vocab = read_shard_dir(tmp / "shards")
         tok = TextEncoder("minilm-l6").tokenizer
         spec = ImageSpec(224, (0.5,) * 3, (0.5,) * 3, (7, 7))
-        collate = Collate(tok, spec, len(vocab["entities"]), len(vocab["relations"]))
+        collate = Collate(tok, spec, len(vocab["entities"]), len(vocab["relations"]), max_boxes=8, max_length=48)
         best, n = read_times(tmp, keys, collate, a.batch_size, a.repeats, manifest["samples"])
         teacher = build_teacher("label-bridge", image_size=128)
         detector = build_detector("crops", max_boxes=4)
-        keep = KeepPil(tok, spec, len(vocab["entities"]), len(vocab["relations"]))
+        keep = KeepPil(tok, spec, len(vocab["entities"]), len(vocab["relations"]), max_boxes=8, max_length=48)
         t_pre, n_pre = time_precomputed(tmp / "shards", keep, a.batch_size, a.teacher_batches)
         t_loop, n_loop = time_teacher_in_loop(tmp / "shards", keep, a.batch_size, teacher, detector,
                                               a.teacher_batches)

@@ -81,6 +81,7 @@ class HeadConfig:
     pos_dim: int = 100  # part-of-speech (+ word-shape) embedding
     word_shape: bool = True  # embed each word's casing/shape (the uncased encoder cannot see it)
     position_dim: int = 100
+    max_positions: int = 256  # word-position embeddings; later words share the last one
     lam: float = 1.0  # lambda of the word-pair contrastive decoding
     dropout: float = 0.1
     relation: Literal["wordpair", "markers", "cls"] = "wordpair"  # MRE: word-pair head's marked cell |
@@ -90,7 +91,7 @@ class HeadConfig:
 
     def __post_init__(self):
         check_ranges("head", self, {"hidden": (1, None), "pos_dim": (1, None), "position_dim": (1, None),
-                                    "dropout": (0.0, 0.99), "none_weight": (1e-6, None)})
+                                    "max_positions": (1, None), "dropout": (0.0, 0.99), "none_weight": (1e-6, None)})
 
 
 @dataclass

@@ -29,7 +29,7 @@ class Extractor(nn.Module):
         self.pos_emb = nn.Embedding(len(UPOS) + 1, h.pos_dim, padding_idx=0)
         self.shape_emb = nn.Embedding(len(SHAPES), h.pos_dim, padding_idx=0) if h.word_shape else None
         if self.task == "mner":
-            self.position_emb = nn.Embedding(256, h.position_dim)
+            self.position_emb = nn.Embedding(h.max_positions, h.position_dim)
             self.emit = nn.Sequential(nn.Linear(D + h.pos_dim + h.position_dim, h.hidden), nn.GELU(),
                                       nn.Dropout(h.dropout), nn.Linear(h.hidden, len(classes)))
             self.crf = CRF(len(classes))
@@ -38,8 +38,8 @@ class Extractor(nn.Module):
         elif self.task == "mre" and h.relation == "cls":  # IMM's RE head (its Eq. 24): the fused [CLS] -> linear
             self.cls_head = nn.Linear(D, len(classes))
         else:
-            self.pair = WordPairHead(D, len(classes), h.pos_dim, h.position_dim, hidden=h.hidden,
-                                     lam=h.lam, dropout=h.dropout)
+            self.pair = WordPairHead(D, len(classes), h.pos_dim, h.position_dim, max_words=h.max_positions,
+                                     hidden=h.hidden, lam=h.lam, dropout=h.dropout)
         if self.task != "mner":  # the `None` decoding margin (calibration.py): chosen on dev, saved with the heads
             self.register_buffer("none_margin", torch.zeros(()))
             self.register_buffer("class_weight", torch.ones(len(classes)), persistent=False)
@@ -105,7 +105,8 @@ class Extractor(nn.Module):
 
     def emissions(self, words: torch.Tensor, batch: dict) -> torch.Tensor:
         W = words.shape[1]
-        positions = torch.arange(W, device=words.device).clamp(max=255)[None].expand(words.shape[0], -1)
+        positions = torch.arange(W, device=words.device).clamp(max=self.position_emb.num_embeddings - 1)
+        positions = positions[None].expand(words.shape[0], -1)
         return self.emit(torch.cat([words, self.form(batch), self.position_emb(positions)], -1))
 
     def relation_out(self, f: dict, batch: dict) -> dict[str, torch.Tensor]:

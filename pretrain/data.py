@@ -91,8 +91,9 @@ def _dense(ids: list[int], probs: list[float], size: int) -> torch.Tensor:
 class Collate:
     """Samples -> one batch dict. Tokenises captions and builds the box masks and dense soft targets."""
 
-    def __init__(self, tokenizer, spec: ImageSpec, n_entities: int, n_relations: int, max_boxes: int = 8,
-                 max_length: int = 48, mlm_prob: float = 0.0, seed: int = 0):
+    def __init__(self, tokenizer, spec: ImageSpec, n_entities: int, n_relations: int, max_boxes: int,
+                 max_length: int, mlm_prob: float = 0.0, seed: int = 0):
+        """max_boxes, max_length: DataConfig's (the trainer passes its config; no second default here)."""
         self.tokenizer, self.spec = tokenizer, spec
         self.n_entities, self.n_relations = n_entities, n_relations
         self.max_boxes, self.max_length = max_boxes, max_length

@@ -99,7 +99,7 @@ def test_shard_sample_contract(shards):
 def loader(out, batch_size=8, workers=0, **kw):
     shards, manifest, vocab = read_shard_dir(out)
     collate = Collate(TextEncoder("minilm-l6").tokenizer, ImageSpec(64, (0.5,) * 3, (0.5,) * 3, (2, 2)),
-                      len(vocab["entities"]), len(vocab["relations"]), max_boxes=4)
+                      len(vocab["entities"]), len(vocab["relations"]), max_boxes=4, max_length=48)
     stages = EpochStages(seed=0, shuffle_buffer=10)
     return make_loader(build_pipeline(shards, collate, batch_size, stages, num_workers=workers, **kw), workers)
 

@@ -14,7 +14,7 @@ def main() -> None:
     dist.init_process_group("gloo")
     shards, manifest, vocab = read_shard_dir(shard_dir)
     collate = Collate(TextEncoder("minilm-l6").tokenizer, ImageSpec(64, (0.5,) * 3, (0.5,) * 3, (2, 2)),
-                      len(vocab["entities"]), len(vocab["relations"]))
+                      len(vocab["entities"]), len(vocab["relations"]), max_boxes=6, max_length=48)
     pipeline = build_pipeline(shards, collate, 4, EpochStages(seed=1, shuffle_buffer=8),
                               world_size=dist.get_world_size(), num_workers=1)
     keys = [k for batch in make_loader(pipeline, num_workers=1) for k in batch["keys"]]
