@@ -101,3 +101,33 @@ def test_finetune_parameter_groups_and_schedule():
     assert TrainConfig(vision_lr=-1.0, encoder_lr=7e-5).vision_lr < 0  # < 0: the vision encoder at encoder_lr
     opt2, _ = build_optimizer(model, enc.pretrained_prefixes(under="encoder."), TrainConfig(encoder_lr=7e-5), 10)
     assert {g["name"]: g["lr"] for g in opt2.param_groups}["vision"] == 7e-5
+
+
+@pytest.mark.parametrize("kind", ["adaptive", "mgi", "imm"])
+def test_a_saved_model_predicts_exactly_what_it_predicted_before_saving(kind, tmp_path):
+    from common.fusion import FusionEncoder, ModelConfig
+    from finetune.batches import Features, collate
+    from finetune.checkpoint import load_model_dir, save_model_dir
+    from finetune.images import STAND_IN
+    from finetune.model import Extractor
+
+    torch.manual_seed(0)
+    cfg = FinetuneConfig(fusion=FusionConfig(kind=kind, heads=4, isa_layers=1, ia_layers=1),
+                         model=ModelConfig(vision="patch:16:32", image_size=32, fusion_layers=1))
+    enc = FusionEncoder(cfg.model)
+    classes = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    model = Extractor(enc, cfg, classes).train()
+    with torch.no_grad():  # move every weight off its initial value, as training would
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    images = {STAND_IN: torch.zeros(3, 32, 32), "a.jpg": torch.rand(3, 32, 32)}
+    feats = [Features([101, 2000 + i, 2001, 2002, 102], 5, [1, 2, 3], [1, 1, 1], [2, 2, 2], "a.jpg", [0, 0, 0])
+             for i in range(4)]
+    batch = collate(feats, images, 0, "mner")
+    model.eval()
+    before = model.predict(batch)
+    emissions = model.emissions(model.features(batch)["words"], batch)
+    save_model_dir(model, enc, cfg, classes, tmp_path / "model")
+    loaded, loaded_cfg = load_model_dir(tmp_path / "model")
+    assert loaded_cfg.fusion == cfg.fusion and loaded.predict(batch) == before
+    assert torch.equal(loaded.emissions(loaded.features(batch)["words"], batch), emissions)
