@@ -21,12 +21,12 @@ import torch
 
 from common.errors import DataError, MmieError, cli_main
 from common.jsonfile import read_jsonl
-from finetune.batches import build_features, predict_features
-from finetune.context import build_context
+from finetune.batches import predict_features
 from finetune.examples import NONE_RELATION, Example, Span, Triple
-from finetune.images import STAND_IN, ImageStore, default_image
+from finetune.images import ImageStore, default_image
 from finetune.pos import PosTagger
 from finetune.readers import tags_to_spans
+from finetune.splits import context_source, decode_pictures, featurize
 
 
 def _word_span(value, where: str, key: str, n_words: int) -> Span:
@@ -77,8 +77,7 @@ class Predictor:
     def __init__(self, model, cfg, persist: bool = True):
         self.model, self.cfg = model, cfg
         self.tagger = PosTagger(persist=persist)
-        spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
-        self.context = build_context(spec, persist=persist)
+        self.context = context_source(cfg, persist=persist)
         self.stand_in = model.encoder.vision.preprocess(default_image())
 
     @torch.no_grad()
@@ -91,17 +90,8 @@ class Predictor:
         store = ImageStore(image_root or Path("/"), keep=True)  # absolute image paths work with root "/"; the
         # context source and the model then share each decoded picture
         contexts = self.context.describe([ex.image for ex in examples], store)
-        images = {STAND_IN: self.stand_in}
-        status_of: dict[str, str] = {}  # each named picture: ok | missing | unreadable
-        for ex in examples:
-            if ex.image not in images:
-                img, status = store.open(ex.image)
-                images[ex.image] = model.encoder.vision.preprocess(img) if status == "ok" else self.stand_in
-                if ex.image:
-                    status_of[ex.image] = status
-        pos = self.tagger.tag([ex.tokens for ex in examples])
-        feats, _ = build_features(cfg.task, examples, model.encoder.tokenizer, pos, contexts, cfg.data.max_length,
-                                  model.classes, cfg.data.markers)
+        images, status_of = decode_pictures(examples, store, model.encoder.vision.preprocess, self.stand_in)
+        feats, _ = featurize(cfg, examples, model.encoder.tokenizer, model.classes, self.tagger, contexts)
         preds = predict_features(model, feats, images, model.encoder.tokenizer.pad_token_id, cfg.task,
                                  cfg.train.eval_batch_size)
         if counts is not None:

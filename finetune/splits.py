@@ -33,23 +33,44 @@ class SplitData:
         self.teacher: torch.Tensor | None = None  # (n, 2, Dt) IMM's teacher embeddings (training split, sw_weight > 0)
 
 
+def context_source(cfg: FinetuneConfig, persist: bool = True):
+    """The run's context source; with data.image none there is no picture to describe (a file still applies)."""
+    spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
+    return build_context(spec, persist=persist)
+
+
+def decode_pictures(examples: list, store: ImageStore, preprocess, stand_in: torch.Tensor):
+    """Each distinct picture decoded and preprocessed once: ({name: tensor}, {name: ok | missing | unreadable});
+    a missing or unreadable one (and a post without one) is the stand-in tensor itself, shared."""
+    images: dict[str, torch.Tensor] = {STAND_IN: stand_in}
+    status_of: dict[str, str] = {}
+    for ex in examples:
+        if ex.image not in images:
+            img, status = store.open(ex.image)
+            images[ex.image] = preprocess(img) if status == "ok" else stand_in
+            if ex.image:
+                status_of[ex.image] = status
+    return images, status_of
+
+
+def featurize(cfg: FinetuneConfig, examples: list, tokenizer, classes: list[str], tagger: PosTagger,
+              contexts: list[str]):
+    """Part-of-speech tags, then features (sub-tokens of [text; context], word starts, labels) and truncation."""
+    pos = tagger.tag([ex.tokens for ex in examples])
+    return build_features(cfg.task, examples, tokenizer, pos, contexts, cfg.data.max_length, classes,
+                          cfg.data.markers)
+
+
 def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, classes: list[str],
                   store_root: Path | None, pos_tagger: PosTagger) -> SplitData:
+    """A split ready for training or evaluation; the same steps as prediction (Predictor.predict)."""
     examples = split.examples
-    names = [ex.image for ex in examples]
     store = ImageStore(store_root if cfg.data.image == "on" else None)
-    context_spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
-    ctx_source = build_context(context_spec)
-    contexts = ctx_source.describe(names, store)
-    images: dict[str, torch.Tensor] = {STAND_IN: encoder.vision.preprocess(default_image())}
-    for ex in examples:
-        if ex.image in images:
-            continue
-        img, status = store.open(ex.image)
-        images[ex.image] = images[STAND_IN] if status != "ok" else encoder.vision.preprocess(img)
-    pos = pos_tagger.tag([ex.tokens for ex in examples])
-    feats, truncation = build_features(cfg.task, examples, encoder.tokenizer, pos, contexts, cfg.data.max_length,
-                                       classes, cfg.data.markers)
+    ctx_source = context_source(cfg)
+    contexts = ctx_source.describe([ex.image for ex in examples], store)
+    images, _ = decode_pictures(examples, store, encoder.vision.preprocess,
+                                encoder.vision.preprocess(default_image()))
+    feats, truncation = featurize(cfg, examples, encoder.tokenizer, classes, pos_tagger, contexts)
     counts = store.report() if cfg.data.image == "on" else {"disabled": len(examples)}
     stand_in = sum(images[ex.image] is images[STAND_IN] for ex in examples)
     handling = {"posts_with_picture": len(examples) - stand_in, "posts_with_stand_in": stand_in,
