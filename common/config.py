@@ -143,13 +143,19 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
         dotted, raw = item.split("=", 1)
-        keys = dotted.strip().split(".")
-        node = data
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {key} is not a section")
-        node[keys[-1]] = parse_value(raw)
+        set_dotted(data, dotted.strip(), parse_value(raw), f"override {item!r}")
+    return data
+
+
+def set_dotted(data: dict, dotted: str, value: Any, where: str) -> dict:
+    """data["a"]["b"]["c"] = value for dotted "a.b.c", making the sections on the way (in place)."""
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {key} is not a section")
+    node[keys[-1]] = value
     return data
 
 

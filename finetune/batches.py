@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from common.labels import IGNORE
 from finetune.examples import ENTITY_TYPES, MARKERS, Example
 from finetune.images import STAND_IN
 from finetune.pos import POS_INDEX
 from finetune.readers import MNRE_RELATIONS
 from finetune.shape import shape_ids
 from finetune.subwords import encode_batch, truncation_report
-from finetune.wordpair import IGNORE, encode_joint
+from finetune.wordpair import encode_joint
 
 NER_TAGS = ["O"] + [f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I")]
 

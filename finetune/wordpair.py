@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.labels import IGNORE
 from finetune.examples import ENTITY_TYPES, NONE_RELATION, Example, Span, Triple
 
-IGNORE = -100
 
 
 def joint_classes(relations: list[str]) -> list[str]:

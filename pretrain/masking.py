@@ -11,7 +11,8 @@ import random
 
 import torch
 
-IGNORE = -100
+from common.labels import IGNORE
+
 
 
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, keys: list[str], active: list[bool],

@@ -10,10 +10,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from common.fusion import FusionEncoder
+from common.labels import IGNORE
 from pretrain.config import LossConfig
 from pretrain.heads import PromuHeads
 from pretrain.losses import box_features, cir_loss, cit_loss, coe_loss, itm_loss, mlm_loss
-from pretrain.masking import IGNORE
 
 TERMS = ("itm", "cit", "coe", "cir")  # PROMU's four; "mlm" joins them when loss.mlm > 0 (the default)
 COUNTS = ("itm_correct", "pairs", "r1_hits", "matched")

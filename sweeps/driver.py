@@ -10,9 +10,9 @@ from pathlib import Path
 
 from common.config import load_config
 from common.errors import MmieError
+from sweeps.space import METRIC
 
 DEFAULT_SPACE = Path(__file__).with_name("spaces") / "default.yaml"
-METRIC = "dev_f1"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-METRIC = "dev_f1"
+from sweeps.space import METRIC
 
 
 def plot_sweep(table, out: Path) -> list[Path]:

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import yaml
 
-from common.config import ConfigError, from_dict
+from common.config import ConfigError, from_dict, set_dotted
 
 KINDS = ("uniform", "loguniform", "choice", "randint", "grid")
+METRIC = "dev_f1"  # what every trial reports and ASHA ranks on (the dev F1 of the task)
 
 
 def load_space(path: str | Path) -> dict:
@@ -24,12 +25,7 @@ def load_space(path: str | Path) -> dict:
         if not isinstance(dist, dict) or len(dist) != 1 or next(iter(dist)) not in KINDS:
             raise ConfigError(f"{path}: {key}: expected one of {{{', '.join(k + ': ...' for k in KINDS)}}}")
         kind, args = next(iter(dist.items()))
-        probe = {}
-        node = probe
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = args[0]
+        probe = set_dotted({}, key, args[0], f"{path}: {key}")
         from_dict(FinetuneConfig, probe, str(path))  # the key must exist and take values of this kind
         if kind == "uniform":
             space[key] = tune.uniform(*args)

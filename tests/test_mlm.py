@@ -5,7 +5,8 @@ import torch
 
 from common.fusion import FusionEncoder, ModelConfig
 from pretrain.config import LossConfig
-from pretrain.masking import IGNORE, mask_tokens
+from common.labels import IGNORE
+from pretrain.masking import mask_tokens
 from pretrain.task import PromuTask
 
 MASK, VOCAB, SPECIAL = 103, 1000, {0, 101, 102}
