@@ -59,6 +59,7 @@ class FusionConfig:
     """How the token states meet the image after the encoder (finetune/fusions/: one file per kind)."""
     kind: str = "adaptive"  # adaptive (Shap-CA's gated fusion) | none | mgi (MGIPS-CL's interweave)
     heads: int = 4  # attention heads of the fusion's attention layers
+    bridge: Literal["attention", "paper"] = "attention"  # adaptive: the bridging term B (fusions/adaptive.py)
     mutual_layers: int = 1  # mgi: mutual-attention layers (MGIPS-CL Eq. 2-4) before the interweave
     interweave_layers: int = 1  # mgi: Interweave Encoder layers (Eq. 10-11); the paper found one best
     granularity: Literal["both", "row", "column"] = "both"  # mgi: MGE's maps (Eq. 6); row/column = its ablations

@@ -214,3 +214,17 @@ def test_gradients_reach_the_patch_embedder_through_imm():
     mask = ids["attention_mask"].bool()
     fusion(E[:, :T], E[:, T:], {"attention": mask, "text": mask, "ctx": ~mask})["tokens"].sum().backward()
     assert enc.vision.proj.weight.grad.abs().sum() > 0
+
+
+def test_adaptive_paper_bridge_is_eq_8_as_printed():
+    torch.manual_seed(0)
+    fusion = AdaptiveFusion(D, FusionConfig(heads=2, bridge="paper"), dropout=0.0)
+    ctx = torch.randn(N, L, D)
+    mask = torch.ones(N, L, dtype=torch.bool)
+    mask[1, 3:] = False
+    for i in range(N):
+        C = ctx[i][mask[i]]  # the post's real context rows (n_c, D)
+        M = C.T @ C / D ** 0.5  # (D, D)
+        assert torch.allclose(fusion.bridge(ctx, mask)[i], M.mean(0), atol=1e-5)
+        assert torch.allclose(M.mean(0), M.mean(1), atol=1e-5)  # symmetric: either axis
+    assert torch.equal(fusion.bridge(ctx, torch.zeros_like(mask)), torch.zeros(N, D))

@@ -8,6 +8,11 @@ the queries and keys of a cross-attention from the text tokens to the image patc
 
 Shap-CA puts the image on the query side; mmie's heads label text tokens, so the text queries the image and the
 gated mixing is applied to the text queries and image keys.
+
+`fusion.bridge` picks B: "attention" (the default, above: the mean of the self-attended context) or "paper", Eq. 8
+as printed, B = mean(C^T C / sqrt(D)) in R^D: C^T C is (D, D) and symmetric, so the mean over either axis gives
+B_j = sum_l (sum_i C_li) C_lj / (D sqrt(D)) (padding rows are zero and add nothing). Which is better is not yet
+measured (the default stays what every figure in README was measured with).
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from torch import nn
 class AdaptiveFusion(nn.Module):
     def __init__(self, dim: int, cfg, dropout: float = 0.1):
         super().__init__()
-        heads = cfg.heads
+        heads, self.bridge_kind = cfg.heads, cfg.bridge
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.gate_q, self.gate_k = nn.Linear(2 * dim, dim), nn.Linear(2 * dim, dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
@@ -30,6 +35,9 @@ class AdaptiveFusion(nn.Module):
     def bridge(self, ctx: torch.Tensor, ctx_mask: torch.Tensor) -> torch.Tensor:
         """ctx (N, Lc, D), ctx_mask (N, Lc) -> B (N, D); zeros where a post has no context."""
         m = ctx_mask.to(ctx.dtype)
+        if self.bridge_kind == "paper":  # Eq. 8: mean over one axis of C^T C / sqrt(D), (N, D, D) never built
+            c = ctx * m[..., None]  # (N, Lc, D), padding rows zero
+            return (c.sum(-1, keepdim=True) * c).sum(1) / (self.dim * math.sqrt(self.dim))
         att = ctx @ ctx.transpose(1, 2) / math.sqrt(self.dim)  # (N, Lc, Lc)
         att = att.masked_fill(~ctx_mask[:, None, :].bool(), -1e4).softmax(-1)
         mixed = att @ ctx  # (N, Lc, D)
