@@ -45,7 +45,7 @@ def default_model_dir(tmp: Path, image: str, config: str = "mner") -> Path:
     """The MNER model of configs/<config>.yaml (default: the default MNER model), untrained, saved like a run's
     model/ directory."""
     from common.config import load_config
-    from finetune.batches import task_classes
+    from finetune.labels import task_classes
     from finetune.config import CONFIG_DIR, FinetuneConfig
     from finetune.model import Extractor
     from finetune.checkpoint import load_encoder, save_model_dir

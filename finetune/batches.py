@@ -9,15 +9,14 @@ from dataclasses import dataclass, field
 import torch
 
 from common.labels import IGNORE
-from finetune.examples import ENTITY_TYPES, MARKERS, Example
+from finetune.examples import MARKERS, Example
 from finetune.images import STAND_IN
+from finetune.labels import NER_TAGS
 from finetune.pos import POS_INDEX
-from finetune.readers import MNRE_RELATIONS
 from finetune.shape import shape_ids
 from finetune.subwords import encode_batch, truncation_report
 from finetune.wordpair import encode_joint
 
-NER_TAGS = ["O"] + [f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I")]
 
 
 # How the MNRE entity markers reach the text encoder (data.markers), each one sub-token of its own:
@@ -115,16 +114,6 @@ def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list
                     "triples_with_relations_unseen_in_train", 0) + unseen
         feats.append(f)
     return feats, report
-
-
-def task_classes(task: str, train: list[Example]) -> list[str]:
-    if task == "mner":
-        return NER_TAGS
-    if task == "mre":
-        return list(MNRE_RELATIONS)
-    from finetune.wordpair import joint_classes
-
-    return joint_classes(sorted({t.label for ex in train for t in ex.triples}))
 
 
 def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int, task: str) -> dict:

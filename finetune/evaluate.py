@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from common.errors import DataError, cli_main
-from finetune.examples import ENTITY_TYPES, NONE_RELATION, Split
+from finetune.examples import Split
+from finetune.labels import ENTITY_TYPES, NONE_RELATION
 
 SPLITS = ("train", "dev", "test")
 

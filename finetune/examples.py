@@ -5,8 +5,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
-NONE_RELATION = "None"
 MARKERS = ("<h>", "</h>", "<t>", "</t>")  # entity markers inserted around an MNRE pair
 
 

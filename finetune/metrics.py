@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Iterable, Sequence
 
-from finetune.examples import NONE_RELATION, Span, Triple
+from finetune.examples import Span, Triple
+from finetune.labels import NONE_RELATION
 from finetune.readers import tags_to_spans
 
 

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 from common.errors import cli_main
-from finetune.examples import NONE_RELATION, Example
+from finetune.examples import Example
+from finetune.labels import NONE_RELATION
 from finetune.readers import MNRE_FILES, find_split_file, read_mnre
 
 _TYPE = {"per": "PER", "org": "ORG", "loc": "LOC", "misc": "MISC"}

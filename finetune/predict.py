@@ -22,7 +22,8 @@ import torch
 from common.errors import DataError, MmieError, cli_main
 from common.jsonfile import read_jsonl
 from finetune.batches import predict_features
-from finetune.examples import NONE_RELATION, Example, Span, Triple
+from finetune.examples import Example, Span, Triple
+from finetune.labels import NONE_RELATION
 from finetune.images import ImageStore, default_image
 from finetune.pos import PosTagger
 from finetune.readers import tags_to_spans

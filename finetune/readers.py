@@ -15,22 +15,14 @@ import json
 from pathlib import Path
 
 from common.errors import DataError
-from finetune.examples import ENTITY_TYPES, NONE_RELATION, Example, Span, Split, Triple
+from finetune.examples import Example, Span, Split, Triple
+from finetune.labels import ENTITY_TYPES, MNRE_RELATIONS, NONE_RELATION, TAG_TYPES
 
 TWITTER_FILES = {"train": ("train.txt",), "dev": ("valid.txt", "dev.txt"), "test": ("test.txt",)}
 MNRE_FILES = {"train": ("mnre_train.txt",), "dev": ("mnre_val.txt", "mnre_val .txt", "mnre_dev.txt"),
               "test": ("mnre_test.txt",)}
 MJERE_FILES = {"train": ("train.json",), "dev": ("val.json", "dev.json", "valid.json"), "test": ("test.json",)}
 
-MNRE_RELATIONS = (
-    "None", "/per/per/parent", "/per/per/siblings", "/per/per/couple", "/per/per/neighbor", "/per/per/peer",
-    "/per/per/charges", "/per/per/alumi", "/per/per/alternate_names", "/per/org/member_of",
-    "/per/loc/place_of_residence", "/per/loc/place_of_birth", "/per/misc/present_in", "/per/misc/awarded",
-    "/per/misc/race", "/per/misc/religion", "/per/misc/nationality", "/org/org/subsidiary",
-    "/org/org/alternate_names", "/org/loc/locate_at", "/loc/loc/contain", "/loc/loc/alternate_names",
-    "/misc/misc/part_of", "/misc/loc/held_on",
-)
-_TAG_TYPES = {"PER": "PER", "LOC": "LOC", "ORG": "ORG", "MISC": "MISC", "OTHER": "MISC"}
 
 
 def find_split_file(root: Path, split: str, names: dict[str, tuple[str, ...]]) -> Path:
@@ -61,9 +53,9 @@ def _normalise_tag(tag: str, path: Path, n: int) -> str:
     if tag == "O":
         return tag
     prefix, _, etype = tag.partition("-")
-    if prefix not in ("B", "I") or etype not in _TAG_TYPES:
+    if prefix not in ("B", "I") or etype not in TAG_TYPES:
         raise DataError(f"{path}:{n}: tag {tag!r} is outside the scheme (O, B-/I- of PER, LOC, ORG, MISC/OTHER)")
-    return f"{prefix}-{_TAG_TYPES[etype]}"
+    return f"{prefix}-{TAG_TYPES[etype]}"
 
 
 def read_twitter(path: Path, split: str = "") -> Split:
@@ -155,7 +147,7 @@ def read_mnre(path: Path, split: str = "") -> Split:
 
 def _mjere_entity(ent, n_tokens: int, where: str, field: str) -> Span | None:
     span = _span(ent, where, field, n_tokens)
-    etype = _TAG_TYPES.get(str(ent.get("tags", "")).upper())
+    etype = TAG_TYPES.get(str(ent.get("tags", "")).upper())
     if etype is None:
         raise DataError(f"{where}: field {field}.tags: entity type {ent.get('tags')!r} is not one of "
                         f"{', '.join(ENTITY_TYPES)}")

@@ -18,7 +18,8 @@ from common.errors import DataError, MmieError
 from common.optim import adamw, warmup_cosine
 from common.tracking import check_tracking_uri, make_logger
 from finetune import calibration, checkpoint, task
-from finetune.batches import batches, collate, predict_features, task_classes
+from finetune.batches import batches, collate, predict_features
+from finetune.labels import task_classes
 from finetune.checkpoint import load_encoder, save_model_dir
 from finetune.config import FinetuneConfig
 from finetune.images import ImageStore, resolve_image_root

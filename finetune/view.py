@@ -61,7 +61,7 @@ def relation_errors(gold: list[dict], pred: list[dict]) -> list[dict]:
 
 def post_view(task: str, row: dict) -> dict:
     """One predictions.jsonl row -> gold/predicted entities and relations and the errors between them."""
-    from finetune.examples import NONE_RELATION
+    from finetune.labels import NONE_RELATION
 
     if task == "mner":
         gold, pred = spans_of(row["gold"]), spans_of(row["pred"])

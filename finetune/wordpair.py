@@ -18,12 +18,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from common.labels import IGNORE
-from finetune.examples import ENTITY_TYPES, NONE_RELATION, Example, Span, Triple
+from finetune.examples import Example, Span, Triple
+from finetune.labels import ENTITY_TYPES, NONE_RELATION
 
-
-
-def joint_classes(relations: list[str]) -> list[str]:
-    return [NONE_RELATION] + list(ENTITY_TYPES) + sorted(relations)
 
 
 def encode_joint(ex: Example, classes: list[str], n_words: int | None = None) -> torch.Tensor:

@@ -105,11 +105,9 @@ class Collate:
         self.epoch = epoch
 
     def image_tensor(self, img) -> torch.Tensor:
-        import torchvision.transforms.functional as F
-        from PIL import Image
+        from common.zoo.vision import to_model_input
 
-        x = F.to_tensor(img.convert("RGB").resize((self.spec.size, self.spec.size), Image.BICUBIC))
-        return F.normalize(x, self.spec.mean, self.spec.std)
+        return to_model_input(img, self.spec.size, self.spec.mean, self.spec.std)
 
     def __call__(self, samples: list[dict]) -> dict:
         B, NB, P = len(samples), self.max_boxes, self.spec.grid[0] * self.spec.grid[1]

@@ -4,7 +4,8 @@ import torch
 from finetune.calibration import best_joint_margin, best_none_margin, decode
 from finetune.examples import Span, Triple
 from finetune.metrics import re_scores
-from finetune.wordpair import encode_joint, joint_classes
+from finetune.labels import joint_classes
+from finetune.wordpair import encode_joint
 from finetune.examples import Example
 
 

@@ -5,7 +5,8 @@ from finetune.batches import mark_pair
 from finetune.examples import Example, Span, Triple
 from finetune.mjere import build_from_mnre
 from finetune.readers import read_task
-from finetune.wordpair import decode_joint, encode_joint, joint_classes
+from finetune.labels import joint_classes
+from finetune.wordpair import decode_joint, encode_joint
 
 
 def round_trip(ex, classes):

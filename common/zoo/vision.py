@@ -22,6 +22,15 @@ from torch import nn
 from common.errors import ZooError
 
 
+def to_model_input(img: Image.Image, size: int, mean, std) -> torch.Tensor:
+    """PIL image -> normalised float tensor (3, size, size): RGB, resized without cropping (bicubic). The one
+    image preprocessing of mmie (fine-tuning, prediction and the pretraining reader)."""
+    import torchvision.transforms.functional as F
+
+    x = F.to_tensor(img.convert("RGB").resize((size, size), Image.BICUBIC))
+    return F.normalize(x, mean, std)
+
+
 class VisionEncoder(nn.Module):
     name: str
     dim: int
@@ -32,10 +41,7 @@ class VisionEncoder(nn.Module):
 
     def preprocess(self, img: Image.Image) -> torch.Tensor:
         """PIL image -> normalised float tensor (3, S, S)."""
-        import torchvision.transforms.functional as F
-
-        x = F.to_tensor(img.convert("RGB").resize((self.image_size, self.image_size), Image.BICUBIC))
-        return F.normalize(x, self.mean, self.std)
+        return to_model_input(img, self.image_size, self.mean, self.std)
 
     @property
     def num_patches(self) -> int:
