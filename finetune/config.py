@@ -27,6 +27,8 @@ class DataConfig:
     dir: str = ""  # dataset directory in the real layout
     images: str = ""  # image root; "" = <dir>/images when it exists, else every image is missing
     context: str = "offline"  # offline | none | file:<json>
+    context_top_k: int = 3  # offline context: name up to this many ImageNet classes of the picture ...
+    context_min_prob: float = 0.05  # ... each with at least this probability
     image: Literal["on", "none"] = "on"  # "none": text-only ablation (default image, no image-derived context)
     max_length: int = 128  # sub-tokens of text + context
     max_train: int = 0  # use only the first N training examples (0 = all)
@@ -35,8 +37,8 @@ class DataConfig:
     markers: Literal["tokens", "punct"] = "tokens"  # MRE entity markers: [unusedN] tokens | brackets (batches.py)
 
     def __post_init__(self):
-        check_ranges("data", self, {"max_length": (8, 512), "max_train": (0, None),
-                                    "train_fraction": (1e-6, 1.0)})
+        check_ranges("data", self, {"max_length": (8, 512), "max_train": (0, None), "context_top_k": (1, 1000),
+                                    "context_min_prob": (0.0, 1.0), "train_fraction": (1e-6, 1.0)})
 
 
 @dataclass

@@ -83,6 +83,8 @@ class OfflineContext(ContextSource):
         self.name, self.persist = "offline", persist
         self.top_k, self.min_prob, self.detector, self.batch_size = top_k, min_prob, detector, batch_size
         tag = OFFLINE_VERSION + (f"-{detector.name}" if detector is not None else "")
+        if (top_k, min_prob) != (3, 0.05):  # other settings, other descriptions: their own cache file
+            tag += f"-top{top_k}-min{min_prob}"
         self.cache_path = cache or (cache_dir() / "contexts" / f"{hashlib.sha1(tag.encode()).hexdigest()[:12]}.json")
         self.cache: dict[str, str] = read_cache(self.cache_path, lambda v: isinstance(v, str))
         self._vision = None
@@ -165,11 +167,13 @@ class OfflineContext(ContextSource):
         return out  # type: ignore[return-value]
 
 
-def build_context(spec: str, detector=None, persist: bool = True) -> ContextSource:
+def build_context(spec: str, detector=None, persist: bool = True, top_k: int = 3,
+                  min_prob: float = 0.05) -> ContextSource:
+    """top_k, min_prob: the offline describer's ImageNet classes (the most probable top_k with p >= min_prob)."""
     if spec == "none":
         return ContextSource()
     if spec == "offline":
-        return OfflineContext(detector=detector, persist=persist)
+        return OfflineContext(top_k=top_k, min_prob=min_prob, detector=detector, persist=persist)
     if spec.startswith("file:"):
         return FileContext(Path(spec[len("file:"):]))
     raise MmieError(f"unknown context source {spec!r}: use none, offline or file:<json>")
