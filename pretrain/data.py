@@ -24,7 +24,24 @@ from common.errors import DataError, MmieError
 from pretrain.masking import mask_tokens
 
 log = logging.getLogger(__name__)
-SKIPPED: Counter = Counter()  # per process (each DataLoader worker has its own); drained into batches
+
+
+class SkipCounter(Counter):
+    """The WebDataset handler of a pipeline: counts every bad sample by reason (logging the first few) and keeps
+    going. Its Collate owns it and drains it into each batch ("skipped"); each DataLoader worker has its own copy,
+    so the counts travel with the batches; what is left after an epoch's last batch the trainer drains."""
+
+    def __call__(self, exn: Exception) -> bool:
+        reason = type(exn).__name__
+        self[reason] += 1
+        if self[reason] <= 3:
+            log.warning("skipping a bad sample (%s: %s)", reason, str(exn)[:200])
+        return True
+
+    def drain(self) -> dict[str, int]:
+        out = dict(self)
+        self.clear()
+        return out
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,7 @@ class Collate:
         self.max_boxes, self.max_length = max_boxes, max_length
         self.mlm_prob, self.seed = mlm_prob, seed
         self.epoch = -1  # set_epoch: the training epoch before each epoch's loader; -1: evaluation masks
+        self.skips = SkipCounter()  # this pipeline's bad samples (build_pipeline uses it as the handler)
 
     def set_epoch(self, epoch: int) -> None:
         """MLM masks are drawn from (seed, epoch, key): fresh each epoch, the same after a resume; -1 for evaluation."""
@@ -127,8 +145,7 @@ class Collate:
                 for j in range(n):
                     ent_target[i, j] = _dense(meta["ent_ids"][j], meta["ent_probs"][j], self.n_entities)
             rel_target[i] = _dense(meta["rel_ids"], meta["rel_probs"], self.n_relations)
-        skipped = dict(SKIPPED)
-        SKIPPED.clear()
+        skipped = self.skips.drain()
         match = torch.tensor([s["json"]["match"] for s in samples], dtype=torch.float32)
         keys = [s["__key__"] for s in samples]
         mlm = {}
@@ -142,15 +159,6 @@ class Collate:
                 "input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"],
                 "match": match, "box_mask": box_mask, "box_valid": box_valid, "ent_target": ent_target,
                 "rel_target": rel_target, "keys": keys, "skipped": skipped, **mlm}
-
-
-def count_and_continue(exn: Exception) -> bool:
-    """WebDataset handler: log the first few bad samples, count every one, keep going."""
-    reason = type(exn).__name__
-    SKIPPED[reason] += 1
-    if SKIPPED[reason] <= 3:
-        log.warning("skipping a bad sample (%s: %s)", reason, str(exn)[:200])
-    return True
 
 
 def _check_sample(sample: dict) -> dict:
@@ -232,11 +240,11 @@ def build_pipeline(shards: list[str], collate: Collate, batch_size: int, stages:
         wds.split_by_worker]
     pipeline = wds.DataPipeline(
         *source,
-        wds.tarfile_to_samples(handler=count_and_continue),
+        wds.tarfile_to_samples(handler=collate.skips),
         stages.shuffle_samples,
         stages.skip,
-        wds.decode("pil", handler=count_and_continue),
-        wds.map(_check_sample, handler=count_and_continue),
+        wds.decode("pil", handler=collate.skips),
+        wds.map(_check_sample, handler=collate.skips),
         wds.batched(batch_size, collation_fn=collate, partial=partial),
     )
     if epoch_batches is not None:

@@ -26,7 +26,7 @@ from common.optim import warmup_cosine
 from common.tracking import check_tracking_uri, make_logger
 from pretrain.config import PretrainConfig
 from pretrain.engine import deepspeed_config, init_distributed, lost_peer, remove_shm_buffers, to_device
-from pretrain.data import (SKIPPED, Collate, EpochStages, ImageSpec, build_pipeline, make_loader, rank_batches,
+from pretrain.data import (Collate, EpochStages, ImageSpec, build_pipeline, make_loader, rank_batches,
                            read_shard_dir)
 from pretrain.task import PromuTask, rates
 
@@ -197,8 +197,7 @@ class Trainer:
                     self.state["step"] += 1
                     bar.update(1)
                     self.after_step(out)
-            self.skipped.update(SKIPPED)  # read errors after the epoch's last batch (in-process reading)
-            SKIPPED.clear()
+            self.skipped.update(self.collate.skips.drain())  # bad samples after the epoch's last batch
             if self.state["batches_in_epoch"] >= n_epoch:
                 self.state["epoch"] += 1
                 self.state["batches_in_epoch"] = 0
