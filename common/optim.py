@@ -1,10 +1,27 @@
-"""Optimisation shared by the trainers: AdamW (fused where torch has a fused kernel) and the warm-up + cosine
-learning-rate factor."""
+"""Optimisation shared by the trainers: parameter groups (a learning rate per named group, one no-decay rule),
+AdamW (fused where torch has a fused kernel) and the warm-up + cosine learning-rate factor."""
 from __future__ import annotations
 
 import math
 
 import torch
+
+
+def no_decay(name: str, p: torch.Tensor) -> bool:
+    """Norm weights, biases and scalars (e.g. a learned temperature) take no weight decay."""
+    return p.ndim < 2 or "norm" in name.lower()
+
+
+def param_groups(model: torch.nn.Module, group_of, lrs: dict[str, float], weight_decay: float) -> list[dict]:
+    """AdamW groups of the trainable parameters: `group_of(name)` names each one's group, `lrs` gives the group's
+    learning rate; each group splits into a decayed part and a no_decay() part ("<group>" and "<group>/no_decay";
+    empty parts are left out). Groups come in the order their first parameter appears in the model."""
+    groups: dict[tuple[str, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((group_of(name), no_decay(name, p)), []).append(p)
+    return [{"params": ps, "lr": lrs[g], "weight_decay": 0.0 if nd else weight_decay,
+             "name": g + ("/no_decay" if nd else "")} for (g, nd), ps in groups.items()]
 
 
 def adamw(groups, lr: float, weight_decay: float) -> torch.optim.AdamW:

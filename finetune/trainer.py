@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from common.config import flatten, save_config
 from common.errors import DataError, MmieError
-from common.optim import adamw, warmup_cosine
+from common.optim import adamw, param_groups, warmup_cosine
 from common.tracking import check_tracking_uri, make_logger
 from finetune import calibration, checkpoint, task
 from finetune.batches import batches, collate, predict_features
@@ -49,14 +49,10 @@ def param_group(name: str, encoder_prefixes: tuple[str, ...]) -> str:
 def build_optimizer(model: torch.nn.Module, encoder_prefixes: tuple[str, ...], t, total_steps: int):
     """AdamW over the named groups of param_group (each group's lr from TrainConfig `t`) and the warm-up + cosine
     schedule over `total_steps`."""
-    groups: dict[str, list] = {"encoder": [], "vision": [], "crf": [], "rest": []}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            groups[param_group(name, encoder_prefixes)].append(p)
     lrs = {"encoder": t.encoder_lr, "vision": t.encoder_lr if t.vision_lr < 0 else t.vision_lr,
            "crf": t.crf_lr, "rest": t.lr}
-    opt = adamw([{"params": groups[g], "lr": lr, "name": g} for g, lr in lrs.items()], lr=t.lr,
-                weight_decay=t.weight_decay)
+    groups = param_groups(model, lambda name: param_group(name, encoder_prefixes), lrs, t.weight_decay)
+    opt = adamw(groups, lr=t.lr, weight_decay=t.weight_decay)
     factor = warmup_cosine(int(total_steps * t.warmup_ratio), total_steps)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
@@ -173,7 +169,8 @@ class FinetuneTrainer:
                 break
             sums = self.train_epoch(epoch, opt, sched, gen)
             metrics = {f"train/{k}": v / steps_per_epoch for k, v in sums.items()}
-            metrics.update({f"lr/{g['name']}": lr for g, lr in zip(opt.param_groups, sched.get_last_lr())})
+            metrics.update({f"lr/{g['name']}": lr for g, lr in zip(opt.param_groups, sched.get_last_lr())
+                            if not g["name"].endswith("/no_decay")})  # the same lr as its group's decayed part
             self.end_epoch(epoch, metrics, state)
             state["wall_s"] = state["wall_before"] + time.perf_counter() - t0
             checkpoint.save_epoch(self.ckpt_dir, {

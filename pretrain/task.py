@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from common.fusion import FusionEncoder
 from common.labels import IGNORE
+from common.optim import param_groups
 from pretrain.config import LossConfig
 from pretrain.heads import PromuHeads
 from pretrain.losses import box_features, cir_loss, cit_loss, coe_loss, itm_loss, mlm_loss
@@ -33,15 +34,8 @@ class PromuTask(nn.Module):
         """Pretrained weights (FusionEncoder.pretrained_prefixes) train at `encoder_lr`, everything new at `lr`; no
         decay on norms and biases."""
         prefixes = self.encoder.pretrained_prefixes(under="encoder.")
-        groups: dict[tuple[bool, bool], list] = {}
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            pretrained = name.startswith(prefixes)
-            no_decay = p.ndim < 2 or "norm" in name.lower() or name.endswith("log_inv_tau")
-            groups.setdefault((pretrained, no_decay), []).append(p)
-        return [{"params": ps, "lr": encoder_lr if pre else lr, "weight_decay": 0.0 if nd else weight_decay}
-                for (pre, nd), ps in groups.items()]
+        return param_groups(self, lambda name: "encoder" if name.startswith(prefixes) else "rest",
+                            {"encoder": encoder_lr, "rest": lr}, weight_decay)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         f = self.encoder(batch["input_ids"], batch["attention_mask"], batch["image"])

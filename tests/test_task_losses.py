@@ -80,8 +80,11 @@ def test_finetune_parameter_groups_and_schedule():
     model = Extractor(enc, cfg, ["O", "B-PER", "I-PER"])
     t = TrainConfig(lr=3e-4, encoder_lr=1e-4, vision_lr=2e-5, crf_lr=5e-3, warmup_ratio=0.1)
     opt, sched = build_optimizer(model, enc.pretrained_prefixes(under="encoder."), t, total_steps=100)
-    by_name = {g["name"]: g for g in opt.param_groups}
-    ids = {name: {id(p) for p in g["params"]} for name, g in by_name.items()}
+    ids: dict[str, set] = {}
+    for g in opt.param_groups:  # "<group>" and "<group>/no_decay" (norm weights, biases: weight decay 0)
+        ids.setdefault(g["name"].split("/")[0], set()).update(id(p) for p in g["params"])
+        assert g["weight_decay"] == (0.0 if g["name"].endswith("/no_decay") else t.weight_decay)
+        assert all((p.ndim < 2) == g["name"].endswith("/no_decay") for p in g["params"])
     named = dict(model.named_parameters())
     assert {id(p) for n, p in named.items() if n.startswith("encoder.text.")} <= ids["encoder"]
     assert {id(p) for n, p in named.items() if n.startswith("encoder.fusion.")} <= ids["encoder"]  # text-upper copy
@@ -100,7 +103,7 @@ def test_finetune_parameter_groups_and_schedule():
     assert lrs[99]["rest"] < 3e-4 * 0.001  # down to ~0 at the end
     assert TrainConfig(vision_lr=-1.0, encoder_lr=7e-5).vision_lr < 0  # < 0: the vision encoder at encoder_lr
     opt2, _ = build_optimizer(model, enc.pretrained_prefixes(under="encoder."), TrainConfig(encoder_lr=7e-5), 10)
-    assert {g["name"]: g["lr"] for g in opt2.param_groups}["vision"] == 7e-5
+    assert {g["name"]: g["lr"] for g in opt2.param_groups}["vision/no_decay"] == 7e-5
 
 
 @pytest.mark.parametrize("kind", ["adaptive", "mgi", "imm"])
