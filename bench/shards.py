@@ -23,7 +23,7 @@ from common.detector import build_detector  # noqa: E402
 from common.synthetic import SynthConfig, generate  # noqa: E402
 from common.zoo import TextEncoder  # noqa: E402
 from pretrain.data import Collate, EpochStages, ImageSpec, build_pipeline, make_loader, read_shard_dir  # noqa: E402
-from pretrain.prepare import parser as prepare_parser  # noqa: E402
+from pretrain.prepare import parse as prepare_parse  # noqa: E402
 from pretrain.prepare import prepare  # noqa: E402
 from common.teacher import build_teacher  # noqa: E402
 
@@ -149,7 +149,7 @@ def main() -> None:
         tmp = Path(tmp)
         generate(SynthConfig(seed=0, news=a.news, twitter=3, mnre=3, image_size=128), tmp / "data")
         news = tmp / "data" / "newsclippings"
-        args = prepare_parser().parse_args([
+        args = prepare_parse([
             "--annotations", str(news / "annotations" / "train.json"), "--data-json", str(news / "data.json"),
             "--images", str(news), "--out", str(tmp / "shards"), "--entities", "100", "--max-boxes", "4",
             "--teacher-size", "128", "--shard-size", "200"])

@@ -124,6 +124,16 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def check_ranges(section: str, obj, rules: dict[str, tuple[float, float | None]]) -> None:
+    """Each field named in `rules` lies in [low, high] (high None: no upper bound), else a one-line ConfigError
+    naming section.field: a zero batch size or epoch count fails here, not as a ZeroDivisionError mid-run."""
+    for name, (low, high) in rules.items():
+        value = getattr(obj, name)
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"{section}.{name}: must be {bound}, got {value}")
+
+
 def parse_value(text: str) -> Any:
     """Parse an override value as a Python literal; YAML-style true/false/null too; else the raw string."""
     lowered = text.strip().lower()

@@ -4,7 +4,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.config import check_ranges
 from common.fusion import ModelConfig
+
+
+@dataclass
+class PrepareConfig:
+    """`python -m pretrain.prepare`: its flags are these fields (--top-k is top_k), read as dotted overrides."""
+    annotations: str = ""  # NewsCLIPpings annotations/<split>.json
+    data_json: str = ""  # VisualNews data.json (id -> caption, image_path)
+    images: str = ""  # root that data.json's image paths are relative to
+    out: str = ""  # shard directory
+    teacher: str = "label-bridge"  # label-bridge | clip:<arch>:<weights.pt>
+    detector: str = "crops"  # crops | yolo:<weights.pt>
+    entities: int = 1000  # M: entity vocabulary size (top spaCy nouns)
+    relations: str = ""  # relation names, one per line ("": pretrain/relations.txt)
+    vocab: str = ""  # reuse this vocab.json (e.g. the train split's for val)
+    top_k: int = 5  # soft-label entries kept per box / image
+    max_boxes: int = 6
+    shard_size: int = 1000  # samples per shard (0 wrote one shard per sample with a manifest of zeros)
+    batch_size: int = 64  # pairs per teacher batch
+    teacher_size: int = 224  # image size the label-bridge teacher sees
+    tau: float | None = None  # teacher temperature (None: the teacher's own)
+
+    def __post_init__(self):
+        check_ranges("prepare", self, {"entities": (1, None), "top_k": (1, None), "max_boxes": (0, None),
+                                       "shard_size": (1, None), "batch_size": (1, None), "teacher_size": (32, None)})
 
 
 @dataclass

@@ -8,9 +8,11 @@ distinct image, never inside the training loop. Beside the shards: vocab.json an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import io
 import json
+import re
 import shutil
 import time
 from collections import Counter
@@ -20,10 +22,12 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from common.detector import build_detector
-from common.errors import DataError, cli_main
+from common.config import load_config
+from common.errors import ConfigError, DataError, cli_main
 from common.jsonfile import load_json
-from pretrain.newsclippings import Pair, read_pairs
 from common.teacher import ENTITY_PROMPT, RELATION_PROMPT, build_teacher, soft_topk
+from pretrain.config import PrepareConfig
+from pretrain.newsclippings import Pair, read_pairs
 from pretrain.vocab import DEFAULT_RELATIONS, entity_vocab, relation_vocab
 
 SHARD_PATTERN = "shard-%06d.tar"
@@ -81,14 +85,15 @@ def read_vocab(path: Path) -> dict:
     return vocab
 
 
-def build_vocab(pairs: list[Pair], args) -> dict:
-    if args.vocab:
-        return read_vocab(Path(args.vocab))
+def build_vocab(pairs: list[Pair], cfg: PrepareConfig) -> dict:
+    if cfg.vocab:
+        return read_vocab(Path(cfg.vocab))
     captions = sorted({p.caption for p in pairs})
-    vocab = {"entities": entity_vocab(captions, args.entities), "relations": relation_vocab(args.relations),
+    relations = relation_vocab(Path(cfg.relations) if cfg.relations else DEFAULT_RELATIONS)
+    vocab = {"entities": entity_vocab(captions, cfg.entities), "relations": relations,
              "entity_prompt": ENTITY_PROMPT, "relation_prompt": RELATION_PROMPT}
     if not vocab["entities"]:
-        raise DataError(f"{args.annotations}: the captions hold no nouns, so there is no entity vocabulary")
+        raise DataError(f"{cfg.annotations}: the captions hold no nouns, so there is no entity vocabulary")
     return vocab
 
 
@@ -122,15 +127,15 @@ class Labeller:
             k += n
 
 
-def prepare(args) -> dict:
-    out = Path(args.out)
+def prepare(cfg: PrepareConfig) -> dict:
+    out = Path(cfg.out)
     # Everything is written to a staging directory beside `out` and swapped in only when it is complete, so a run
     # that fails (bad flag, missing weights, nearly every pair skipped, a kill) leaves an earlier output untouched.
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        manifest = _prepare_into(staging, args)
+        manifest = _prepare_into(staging, cfg)
         out.mkdir(parents=True, exist_ok=True)
         for old in [*out.glob("shard-*.tar"), out / "vocab.json", out / "manifest.json"]:
             old.unlink(missing_ok=True)  # a re-run replaces the shards, never mixes them
@@ -184,31 +189,31 @@ def _write_chunk(chunk: list, labeller, writer, bad_images: dict, skipped: Count
         counts["matched" if p.match else "falsified"] += 1
 
 
-def _prepare_into(out: Path, args) -> dict:
+def _prepare_into(out: Path, cfg: PrepareConfig) -> dict:
     import webdataset as wds
 
     t0 = time.perf_counter()
-    pairs, skipped = read_pairs(Path(args.annotations), Path(args.data_json), Path(args.images))
+    pairs, skipped = read_pairs(Path(cfg.annotations), Path(cfg.data_json), Path(cfg.images))
     n_annotations = len(pairs) + sum(skipped.values())
-    vocab = build_vocab(pairs, args)
-    teacher = build_teacher(args.teacher, image_size=args.teacher_size, tau=args.tau)
-    detector = build_detector(args.detector, max_boxes=args.max_boxes)
-    vocab.update(teacher=teacher.name, tau=teacher.tau, top_k=args.top_k, detector=detector.name)
-    labeller = Labeller(teacher, detector, vocab, args.top_k)
+    vocab = build_vocab(pairs, cfg)
+    teacher = build_teacher(cfg.teacher, image_size=cfg.teacher_size, tau=cfg.tau)
+    detector = build_detector(cfg.detector, max_boxes=cfg.max_boxes)
+    vocab.update(teacher=teacher.name, tau=teacher.tau, top_k=cfg.top_k, detector=detector.name)
+    labeller = Labeller(teacher, detector, vocab, cfg.top_k)
     counts, bad_images = Counter(), {}
-    writer = wds.ShardWriter(str(out / SHARD_PATTERN), maxcount=args.shard_size, mtime=0, verbose=0)
+    writer = wds.ShardWriter(str(out / SHARD_PATTERN), maxcount=cfg.shard_size, mtime=0, verbose=0)
     try:
         bar = tqdm(total=len(pairs), desc="prepare shards", unit="pair")
-        for start in range(0, len(pairs), args.batch_size):
-            chunk = pairs[start:start + args.batch_size]
+        for start in range(0, len(pairs), cfg.batch_size):
+            chunk = pairs[start:start + cfg.batch_size]
             _write_chunk(chunk, labeller, writer, bad_images, skipped, counts)
             bar.update(len(chunk))
         bar.close()
     finally:
         writer.close()
-    check_not_empty(counts, skipped, n_annotations, pairs, Path(args.images))
+    check_not_empty(counts, skipped, n_annotations, pairs, Path(cfg.images))
     shards = sorted(f.name for f in out.glob("shard-*.tar"))
-    per_shard = [min(args.shard_size, counts["samples"] - i * args.shard_size) for i in range(len(shards))]
+    per_shard = [min(cfg.shard_size, counts["samples"] - i * cfg.shard_size) for i in range(len(shards))]
     vocab["digest"] = vocab_digest(vocab)
     (out / "vocab.json").write_text(json.dumps(vocab, indent=1) + "\n")
     manifest = {"shards": shards, "samples_per_shard": per_shard, "samples": counts["samples"],
@@ -217,49 +222,50 @@ def _prepare_into(out: Path, args) -> dict:
                 "images": len(labeller.cache), "skipped": dict(sorted(skipped.items())),
                 "teacher": teacher.name, "detector": detector.name, "vocab_digest": vocab["digest"],
                 "entities": len(vocab["entities"]), "relations": len(vocab["relations"]),
-                "annotations": str(args.annotations), "wall_s": round(time.perf_counter() - t0, 1)}
+                "annotations": str(cfg.annotations), "wall_s": round(time.perf_counter() - t0, 1)}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
-def positive(text: str) -> int:
-    """argparse type: an integer >= 1 (--shard-size 0 wrote one shard per sample with a manifest of zeros)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+REQUIRED = ("annotations", "data_json", "images", "out")
+HELP = {"annotations": "NewsCLIPpings annotations/<split>.json",
+        "data_json": "VisualNews data.json (id -> caption, image_path)",
+        "images": "root that data.json's image paths are relative to", "out": "shard directory",
+        "teacher": "label-bridge | clip:<arch>:<weights.pt>", "detector": "crops | yolo:<weights.pt>",
+        "entities": "M: entity vocabulary size (top spaCy nouns)",
+        "relations": "relation names, one per line (default: pretrain/relations.txt)",
+        "vocab": "reuse this vocab.json (e.g. the train split's for val)",
+        "top_k": "soft-label entries kept per box / image", "max_boxes": "object boxes per image",
+        "shard_size": "samples per shard", "batch_size": "pairs per teacher batch",
+        "teacher_size": "image size the label-bridge teacher sees",
+        "tau": "teacher temperature (default: the teacher's)"}
 
 
-def parser() -> argparse.ArgumentParser:
+def parse(argv: list[str] | None = None) -> PrepareConfig:
+    """The command line as a checked PrepareConfig: each flag given (--top-k 5) is the dotted override top_k=5 on
+    the dataclass defaults, so the flags, their types and their ranges have one source (pretrain/config.py)."""
     p = argparse.ArgumentParser(prog="python -m pretrain.prepare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--annotations", required=True, help="NewsCLIPpings annotations/<split>.json")
-    p.add_argument("--data-json", required=True, help="VisualNews data.json (id -> caption, image_path)")
-    p.add_argument("--images", required=True, help="root that data.json's image paths are relative to")
-    p.add_argument("--out", required=True, help="shard directory")
-    p.add_argument("--teacher", default="label-bridge", help="label-bridge | clip:<arch>:<weights.pt>")
-    p.add_argument("--detector", default="crops", help="crops | yolo:<weights.pt>")
-    p.add_argument("--entities", type=int, default=1000, help="M: entity vocabulary size (top spaCy nouns)")
-    p.add_argument("--relations", type=Path, default=DEFAULT_RELATIONS, help="relation names, one per line")
-    p.add_argument("--vocab", default=None, help="reuse this vocab.json (e.g. the train split's for val)")
-    p.add_argument("--top-k", type=positive, default=5, help="soft-label entries kept per box / image")
-    p.add_argument("--max-boxes", type=int, default=6)
-    p.add_argument("--shard-size", type=positive, default=1000, help="samples per shard")
-    p.add_argument("--batch-size", type=positive, default=64, help="pairs per teacher batch")
-    p.add_argument("--teacher-size", type=int, default=224, help="image size the label-bridge teacher sees")
-    p.add_argument("--tau", type=float, default=None, help="teacher temperature (default: the teacher's)")
-    return p
+    for f in dataclasses.fields(PrepareConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in REQUIRED:
+            p.add_argument(flag, required=True, help=HELP[f.name])
+        else:
+            p.add_argument(flag, default=argparse.SUPPRESS, help=f"{HELP[f.name]} (default: {f.default})")
+    given = vars(p.parse_args(argv))
+    text = {f.name for f in dataclasses.fields(PrepareConfig) if f.type == "str"}  # a path like 2024 stays text
+    try:
+        return load_config(PrepareConfig, None, [f"{k}={v!r}" if k in text else f"{k}={v}" for k, v in given.items()])
+    except ConfigError as e:  # named as the flag the user typed: "prepare.shard_size: ..." -> "--shard-size: ..."
+        p.error(re.sub(r"^(?:prepare\.)?(\w+):", lambda m: f"--{m.group(1).replace('_', '-')}:", str(e)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    m = prepare(args)
+    cfg = parse(argv)
+    m = prepare(cfg)
     skipped = ", ".join(f"{k} {v}" for k, v in m["skipped"].items()) or "none"
     print(f"{m['samples']} samples ({m['matched']} matched, {m['falsified']} falsified) from {m['images']} images "
-          f"in {len(m['shards'])} shards -> {args.out} ({m['wall_s']}s; teacher {m['teacher']}, detector "
+          f"in {len(m['shards'])} shards -> {cfg.out} ({m['wall_s']}s; teacher {m['teacher']}, detector "
           f"{m['detector']}; {m['entities']} entities, {m['relations']} relations); skipped: {skipped}")
     return 0
 

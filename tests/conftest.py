@@ -35,12 +35,12 @@ def synth_dir(tmp_path_factory) -> Path:
 
 
 def _prepare(news: Path, split: str, out: Path, vocab: Path | None = None) -> Path:
-    from pretrain.prepare import parser, prepare
+    from pretrain.prepare import parse, prepare
 
     args = ["--annotations", str(news / "annotations" / f"{split}.json"), "--data-json", str(news / "data.json"),
             "--images", str(news), "--out", str(out), "--entities", "30", "--max-boxes", "3",
             "--teacher-size", "64", "--shard-size", "20", "--top-k", "3"]
-    prepare(parser().parse_args(args + (["--vocab", str(vocab)] if vocab else [])))
+    prepare(parse(args + (["--vocab", str(vocab)] if vocab else [])))
     return out
 
 

@@ -14,13 +14,13 @@ from common.errors import DataError, MmieError
 from common.zoo.text import TextEncoder
 from pretrain.data import (Collate, EpochStages, ImageSpec, box_patch_mask, build_pipeline, make_loader,
                            read_shard_dir)
-from pretrain.prepare import parser, prepare
+from pretrain.prepare import parse, prepare
 
 HERE = Path(__file__).parent
 
 
 def prepare_args(news, out, *extra):
-    return parser().parse_args([
+    return parse([
         "--annotations", str(news / "annotations" / "train.json"), "--data-json", str(news / "data.json"),
         "--images", str(news), "--out", str(out), "--entities", "30", "--max-boxes", "3", "--teacher-size", "64",
         "--shard-size", "20", "--top-k", "3", *extra])
