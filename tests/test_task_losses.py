@@ -134,3 +134,40 @@ def test_a_saved_model_predicts_exactly_what_it_predicted_before_saving(kind, tm
     loaded, loaded_cfg = load_model_dir(tmp_path / "model")
     assert loaded_cfg.fusion == cfg.fusion and loaded.predict(batch) == before
     assert torch.equal(loaded.emissions(loaded.features(batch)["words"], batch), emissions)
+
+
+def test_align_methods_infonce_and_none():
+    from finetune.contrastive import info_nce
+
+    class Model(torch.nn.Module):  # only what align_losses reads: the config and the three projections
+        def __init__(self, method):
+            super().__init__()
+            self.cfg = FinetuneConfig(align=AlignConfig(method=method, k=0))
+            self.align_t, self.align_c, self.align_v = (torch.nn.Identity() for _ in range(3))
+
+    torch.manual_seed(0)
+    f = {"x_t": torch.randn(4, 8), "x_c": torch.randn(4, 8), "x_v": torch.randn(4, 8),
+         "has_ctx": torch.tensor([True, True, False, True])}
+    out = task.align_losses(Model("infonce"), f)
+    ctx = f["has_ctx"]
+    assert torch.allclose(out["semantic_loss"], info_nce(f["x_c"][ctx], f["x_t"][ctx], 0.1))
+    assert torch.allclose(out["modality_loss"], info_nce(f["x_c"][ctx], f["x_v"][ctx], 0.1))
+    none = task.align_losses(Model("none"), f)
+    assert none["semantic_loss"] == 0 and none["modality_loss"] == 0 and none["ips_loss"] == 0
+
+
+def test_image_none_means_no_picture_and_no_picture_context():
+    from finetune.examples import Example
+    from finetune.images import ImageStore
+    from finetune.splits import context_source, decode_pictures
+
+    cfg = FinetuneConfig()
+    cfg.data.image = "none"
+    assert context_source(cfg).name == "none"  # the offline describer is not even built
+    cfg.data.context = "file:/nonexistent.json"
+    with pytest.raises(Exception, match="does not exist"):  # a context file still applies with --image none
+        context_source(cfg)
+    stand_in = torch.zeros(3, 8, 8)
+    examples = [Example(uid=str(i), tokens=["a"], image=f"{i}.jpg") for i in range(3)]
+    images, status = decode_pictures(examples, ImageStore(None), lambda img: torch.ones(3, 8, 8), stand_in)
+    assert all(images[ex.image] is stand_in for ex in examples) and set(status.values()) == {"missing"}
