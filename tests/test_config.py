@@ -1,10 +1,14 @@
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
 import yaml
 
 from common.config import ConfigError, flatten, load_config, save_config, to_dict
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = ("mgipscl.yaml", "imm.yaml")  # the papers' recipes (finetune/configs/)
 
 
 @dataclass
@@ -142,3 +146,25 @@ def test_none_override_picks_a_literal_none_option():
     assert load_config(Cfg, None, ["model.text=none"]).model.text == "none"  # and for a plain string field
     with pytest.raises(ConfigError, match="is not one of"):
         load_config(Cfg, None, ["train.schedule=none"])
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "finetune" / "configs").glob("*.yaml")
+                                       if p.name not in PRESETS)
+                         + sorted(str(p) for p in (REPO / "pretrain" / "configs").glob("*.yaml")))
+def test_config_files_hold_only_what_differs_from_what_they_extend(path):
+    """One source of truth: a YAML key that restates the value it would have anyway (the dataclass default, or
+    its base file's) is a second place to keep in step. The papers' presets are exempt: they pin every setting
+    their paper states, so a later change of a default cannot change a paper's recipe."""
+    from common.config import read_yaml
+    from finetune.config import FinetuneConfig
+    from pretrain.config import PretrainConfig
+
+    cls = FinetuneConfig if "finetune" in path else PretrainConfig
+    own = yaml.safe_load(Path(path).read_text()) or {}
+    base = own.pop("base", None)
+    inherited = to_dict(load_config(cls, Path(path).parent / base)) if base else to_dict(cls())
+    same = [f"{k}.{k2}" for k, v in own.items() if isinstance(v, dict) for k2, v2 in v.items()
+            if inherited.get(k, {}).get(k2) == v2]
+    same += [k for k, v in own.items() if not isinstance(v, dict) and inherited.get(k) == v]
+    assert not same, f"{path} restates {same}"
+    assert read_yaml(path)  # and it reads
