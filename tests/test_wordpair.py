@@ -79,3 +79,47 @@ def test_each_marker_is_one_sub_token_of_its_own(style, tmp_path):
         tok.save_pretrained(tmp_path)
         assert AutoTokenizer.from_pretrained(tmp_path).tokenize("[unused2] Bob [unused3]") == [
             "[unused2]", "bob", "[unused3]"]
+
+
+def test_word_pair_head_cells_equal_the_grid_and_final_is_its_formula():
+    from finetune.wordpair import WordPairHead
+
+    torch.manual_seed(0)
+    head = WordPairHead(16, 5, form_dim=8, position_dim=8, max_words=6, hidden=32, lam=0.7, dropout=0.0).eval()
+    words, form = torch.randn(3, 7, 16), torch.randn(3, 7, 8)  # 7 words > max_words: the last ones share a position
+    grid = head(words, form)
+    assert grid["final"].shape == (3, 7, 7, 5) and torch.allclose(grid["final"].exp().sum(-1), torch.ones(3, 7, 7))
+    cells = torch.tensor([[0, 1], [6, 2], [3, 3]])
+    one = head(words, form, cells)
+    rows = torch.arange(3)
+    for k in ("final", "text"):  # the factorised per-cell path reads what the full grid has at those cells
+        assert torch.allclose(one[k], grid[k][rows, cells[:, 0], cells[:, 1]], atol=1e-5)
+    # the pair MLP is Linear([x_i; x_j; x_i - x_j]) without building the pair tensor
+    x_i, x_j = words[:, :, None].expand(-1, -1, 7, -1), words[:, None].expand(-1, 7, -1, -1)
+    pairs = head.text.act(head.text.linear(torch.cat([x_i, x_j, x_i - x_j], -1)))
+    assert torch.allclose(head.text(words), pairs, atol=1e-5)
+    # P_final = softmax(P_all + lam * log(P_all / P_text)), P_all from the concatenated channels (Shap-CA Eq. 16-17)
+    positions = torch.arange(7).clamp(max=5)
+    x = [head.text(words), head.form(form), head.position(head.position_emb(positions)[None].expand(3, -1, -1))]
+    log_all = torch.log_softmax(head.out_all(torch.cat(x, -1)), -1)
+    log_text = torch.log_softmax(head.out_text(x[0]), -1)
+    expect = torch.log_softmax(log_all.exp() + 0.7 * (log_all - log_text), -1)
+    assert torch.allclose(grid["final"], expect, atol=1e-5) and torch.allclose(grid["text"], log_text, atol=1e-5)
+
+
+def test_grid_loss_skips_ignored_cells_and_weighs_classes():
+    from common.labels import IGNORE
+    from finetune.wordpair import grid_loss
+
+    torch.manual_seed(0)
+    out = {k: torch.log_softmax(torch.randn(2, 3, 3, 4), -1) for k in ("final", "text")}
+    labels = torch.randint(0, 4, (2, 3, 3))
+    labels[0, 2, :] = IGNORE
+    keep = labels != IGNORE
+    nll = lambda lp, w=None: torch.nn.functional.nll_loss(lp[keep], labels[keep], weight=w)  # noqa: E731
+    assert torch.allclose(grid_loss(out, labels), nll(out["final"]) + nll(out["text"]))
+    w = torch.tensor([0.1, 1.0, 2.0, 1.0])
+    manual = -(w[labels[keep]] * out["final"][keep].gather(1, labels[keep][:, None]).squeeze(1)).sum() / w[
+        labels[keep]].sum()
+    assert torch.allclose(grid_loss({"final": out["final"]}, labels, w), manual)  # a weighted mean
+    assert grid_loss(out, torch.full_like(labels, IGNORE)) == 0  # nothing to learn from: 0, not nan
