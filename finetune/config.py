@@ -11,6 +11,7 @@ from typing import Literal
 from common.config import check_ranges
 from common.errors import ConfigError
 from common.fusion import ModelConfig
+from finetune.context import MIN_PROB, TOP_K
 
 
 @dataclass
@@ -18,8 +19,8 @@ class DataConfig:
     dir: str = ""  # dataset directory in the real layout
     images: str = ""  # image root; "" = <dir>/images when it exists, else every image is missing
     context: str = "offline"  # offline | none | file:<json>
-    context_top_k: int = 3  # offline context: name up to this many ImageNet classes of the picture ...
-    context_min_prob: float = 0.05  # ... each with at least this probability
+    context_top_k: int = TOP_K  # offline context: name up to this many ImageNet classes of the picture ...
+    context_min_prob: float = MIN_PROB  # ... each with at least this probability
     image: Literal["on", "none"] = "on"  # "none": text-only ablation (default image, no image-derived context)
     max_length: int = 128  # sub-tokens of text + context
     max_train: int = 0  # use only the first N training examples (0 = all)

@@ -27,6 +27,7 @@ from finetune.images import ImageStore
 
 GENERIC_CONTEXT = "No picture is available for this post."
 OFFLINE_VERSION = "offline-v1"
+TOP_K, MIN_PROB = 3, 0.05  # the offline describer names the top_k ImageNet classes with p >= min_prob
 
 
 class ContextSource:
@@ -76,15 +77,15 @@ def _article(noun: str) -> str:
 class OfflineContext(ContextSource):
     """EfficientNet-Lite0 classes (+ faces, + detected objects) -> one descriptive sentence per image."""
 
-    def __init__(self, top_k: int = 3, min_prob: float = 0.05, detector=None, batch_size: int = 32,
+    def __init__(self, top_k: int = TOP_K, min_prob: float = MIN_PROB, detector=None, batch_size: int = 32,
                  cache: Path | None = None, persist: bool = True):
         """persist: write new descriptions back to the cache file (False: in memory only, as a server wants)."""
         super().__init__()
         self.name, self.persist = "offline", persist
         self.top_k, self.min_prob, self.detector, self.batch_size = top_k, min_prob, detector, batch_size
         tag = OFFLINE_VERSION + (f"-{detector.name}" if detector is not None else "")
-        if (top_k, min_prob) != (3, 0.05):  # other settings, other descriptions: their own cache file
-            tag += f"-top{top_k}-min{min_prob}"
+        if (top_k, min_prob) != (TOP_K, MIN_PROB):  # other settings, other descriptions: their own cache file
+            tag += f"-top{top_k}-min{min_prob}"  # (the defaults keep the cache name every earlier run wrote)
         self.cache_path = cache or (cache_dir() / "contexts" / f"{hashlib.sha1(tag.encode()).hexdigest()[:12]}.json")
         self.cache: dict[str, str] = read_cache(self.cache_path, lambda v: isinstance(v, str))
         self._vision = None
@@ -167,8 +168,8 @@ class OfflineContext(ContextSource):
         return out  # type: ignore[return-value]
 
 
-def build_context(spec: str, detector=None, persist: bool = True, top_k: int = 3,
-                  min_prob: float = 0.05) -> ContextSource:
+def build_context(spec: str, detector=None, persist: bool = True, top_k: int = TOP_K,
+                  min_prob: float = MIN_PROB) -> ContextSource:
     """top_k, min_prob: the offline describer's ImageNet classes (the most probable top_k with p >= min_prob)."""
     if spec == "none":
         return ContextSource()

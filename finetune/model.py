@@ -95,7 +95,7 @@ class Extractor(nn.Module):
             f |= {"ips_t": fused["text_vec"], "ips_v": fused["image_vec"]}
         if "sw" in fused:  # IMM's SW-loss inputs
             f["sw"] = fused["sw"]
-        if self.cfg.head.relation == "cls":
+        if hasattr(self, "cls_head"):  # only MRE with head.relation=cls reads the fused [CLS]
             f["cls"] = self.dropout(M[:, 0])
         return f
 
@@ -115,7 +115,7 @@ class Extractor(nn.Module):
             rows = torch.arange(f["words"].shape[0], device=f["words"].device)
             h, t = f["words"][rows, batch["pair"][:, 0]], f["words"][rows, batch["pair"][:, 1]]  # (N, D) each
             return {"final": torch.log_softmax(self.marker_pair(torch.cat([h, t], -1)), -1)}
-        if self.cfg.head.relation == "cls":
+        if hasattr(self, "cls_head"):
             return {"final": torch.log_softmax(self.cls_head(f["cls"]), -1)}
         return self.pair(f["words"], self.form(batch), batch["pair"])  # one cell per post: (<h>, <t>)
 
