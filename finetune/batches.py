@@ -78,7 +78,8 @@ class Features:
 
 
 def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list[list[str]], contexts: list[str],
-                   max_length: int, classes: list[str], markers: str = "tokens") -> tuple[list[Features], dict]:
+                   max_length: int, classes: list[str], markers: str = "tokens",
+                   max_context_length: int = 128) -> tuple[list[Features], dict]:
     if task == "mre":
         marked = [mark_pair(ex) for ex in examples]
         words = [m[0] for m in marked]
@@ -94,8 +95,12 @@ def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list
         pieces = [[table.get(x, x) for x in w] for w in words]
     else:
         pieces = words
-    encoded = encode_batch(tokenizer, pieces, max_length, contexts=contexts if any(contexts) else None)
+    encoded = encode_batch(tokenizer, pieces, max_length, contexts=contexts if any(contexts) else None,
+                           max_context_length=max_context_length)
     report = truncation_report(examples, encoded) if task != "mre" else {}
+    cut = [e.context_cut for e in encoded if e.context_cut]
+    if cut:  # contexts longer than data.max_context_length: cut at their own budget, the text untouched
+        report.update(contexts_truncated=len(cut), context_subtokens_cut=sum(cut))
     feats = []
     for i, (ex, enc) in enumerate(zip(examples, encoded)):
         f = Features(enc.input_ids, enc.n_text, enc.word_start, pos[i], shape_ids(words[i]), ex.image, None)

@@ -22,15 +22,21 @@ class DataConfig:
     context_top_k: int = TOP_K  # offline context: name up to this many ImageNet classes of the picture ...
     context_min_prob: float = MIN_PROB  # ... each with at least this probability
     image: Literal["on", "none"] = "on"  # "none": text-only ablation (default image, no image-derived context)
-    max_length: int = 128  # sub-tokens of text + context
+    max_length: int = 128  # sub-tokens of the text segment ([CLS] text [SEP]); words past it are cut and reported
+    max_context_length: int = 128  # sub-tokens of the context segment (context [SEP]), its own budget: a long
+    # generated description is cut here (reported as contexts_truncated) and never cuts the text; 0: no context
     max_train: int = 0  # use only the first N training examples (0 = all)
     train_fraction: float = 1.0  # train on this share of train, a random subset nested across fractions (subsets.py)
     subset_seed: int = 0  # which subset; independent of train.seed, so every seed trains on the same posts
     markers: Literal["tokens", "punct"] = "tokens"  # MRE entity markers: [unusedN] tokens | brackets (batches.py)
 
     def __post_init__(self):
-        check_ranges("data", self, {"max_length": (8, 512), "max_train": (0, None), "context_top_k": (1, 1000),
+        check_ranges("data", self, {"max_length": (8, 512), "max_context_length": (0, 504), "max_train": (0, None), "context_top_k": (1, 1000),
                                     "context_min_prob": (0.0, 1.0), "train_fraction": (1e-6, 1.0)})
+        if self.max_length + self.max_context_length > 512:
+            raise ConfigError(f"data.max_length + data.max_context_length = "
+                              f"{self.max_length + self.max_context_length} sub-tokens: the text encoder has 512 "
+                              f"positions")
 
 
 @dataclass

@@ -58,7 +58,7 @@ def featurize(cfg: FinetuneConfig, examples: list, tokenizer, classes: list[str]
     """Part-of-speech tags, then features (sub-tokens of [text; context], word starts, labels) and truncation."""
     pos = tagger.tag([ex.tokens for ex in examples])
     return build_features(cfg.task, examples, tokenizer, pos, contexts, cfg.data.max_length, classes,
-                          cfg.data.markers)
+                          cfg.data.markers, cfg.data.max_context_length)
 
 
 def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, classes: list[str],

@@ -1,5 +1,6 @@
 """Word -> sub-word alignment. Labels sit on each word's first sub-token; words cut off by `max_length` are
-reported (with the gold entities that fell off) instead of vanishing silently."""
+reported (with the gold entities that fell off) instead of vanishing silently; so are contexts cut at their own
+budget (`data.max_context_length`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ class Encoded:
     input_ids: list[int]
     word_start: list[int]  # per word: position of its first sub-token, -1 when truncation removed it
     n_text: int  # sub-tokens of [CLS] + text + [SEP]; the context (if any) follows
+    context_cut: int = 0  # sub-tokens of the context that its budget cut off
 
 
 def clean_words(sentences: list[list[str]], tokenizer) -> list[list[str]]:
@@ -25,25 +27,29 @@ def clean_words(sentences: list[list[str]], tokenizer) -> list[list[str]]:
 
 
 def encode_batch(tokenizer, sentences: list[list[str]], max_length: int = 128,
-                 contexts: list[str] | None = None) -> list[Encoded]:
-    """Tokenise pre-split words, with an optional context string as the second segment."""
+                 contexts: list[str] | None = None, max_context_length: int = 128) -> list[Encoded]:
+    """Tokenise pre-split words as [CLS] text [SEP], then an optional context string as a second segment
+    (context [SEP]). Each segment has its own budget, counted with its special tokens: the text `max_length`,
+    the context `max_context_length` (0: no context segment) — a long generated description is cut at its own
+    budget and never pushes tweet words out; how much was cut is in `context_cut`."""
     sentences = clean_words(sentences, tokenizer)
-    if contexts is not None:  # the longer segment is cut first; lost text words show up in word_start
+    enc = tokenizer(sentences, truncation=True, max_length=max_length, is_split_into_words=True)
+    ctx_ids: list[list[int]] = [[] for _ in sentences]
+    if contexts is not None and max_context_length > 1:
         ctx_words = [c.split() if c else [] for c in contexts]
-        enc = tokenizer(sentences, ctx_words, truncation="longest_first", max_length=max_length,
-                        is_split_into_words=True)
-    else:
-        enc = tokenizer(sentences, truncation=True, max_length=max_length, is_split_into_words=True)
+        ctx_ids = tokenizer(ctx_words, add_special_tokens=False, is_split_into_words=True)["input_ids"]
     out = []
     for i, words in enumerate(sentences):
-        word_ids = enc.word_ids(i)
-        seq_ids = enc.sequence_ids(i)
         starts = [-1] * len(words)
-        for pos, (w, s) in enumerate(zip(word_ids, seq_ids)):
-            if w is not None and s == 0 and starts[w] == -1:
+        for pos, w in enumerate(enc.word_ids(i)):
+            if w is not None and starts[w] == -1:
                 starts[w] = pos
-        n_text = 1 + max((p for p, s in enumerate(seq_ids) if s == 0), default=0) + 1
-        out.append(Encoded(enc["input_ids"][i], starts, n_text))
+        ids = list(enc["input_ids"][i])
+        n_text, ctx = len(ids), ctx_ids[i]
+        kept = ctx[:max_context_length - 1]
+        if kept:
+            ids += kept + [tokenizer.sep_token_id]
+        out.append(Encoded(ids, starts, n_text, len(ctx) - len(kept)))
     return out
 
 

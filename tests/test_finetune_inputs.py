@@ -6,12 +6,13 @@ import pytest
 from common.errors import DataError, MmieError
 from common.zoo import TextEncoder
 from finetune.baseline import main as baseline_main
+from finetune.batches import build_features
 from finetune.context import GENERIC_CONTEXT, build_context
 from finetune.examples import Example, Span
 from finetune.images import ImageStore
 from finetune.pos import PosTagger
 from finetune.readers import read_task
-from finetune.subwords import encode_batch, truncation_report
+from finetune.subwords import clean_words, encode_batch, truncation_report
 
 
 @pytest.fixture
@@ -85,7 +86,27 @@ def test_subword_alignment_and_truncation_report():
     report = truncation_report([ex], [enc])
     assert report["sentences_truncated"] == 1 and report["entities_truncated"] == 1  # "Champions League" fell off
     full = encode_batch(tok, [ex.tokens], max_length=64, contexts=["a man holding a trophy"])[0]
-    assert -1 not in full.word_start and len(full.input_ids) > full.n_text
+    assert -1 not in full.word_start and len(full.input_ids) > full.n_text and full.context_cut == 0
+    pair = tok(clean_words([ex.tokens], tok)[0], "a man holding a trophy".split(), is_split_into_words=True)
+    assert full.input_ids == pair["input_ids"]  # = BERT's [CLS] text [SEP] context [SEP] when nothing is cut
+
+
+def test_text_and_context_have_their_own_budgets():
+    """A long generated description is cut at data.max_context_length; it never pushes tweet words out."""
+    tok = TextEncoder("minilm-l6").tokenizer
+    words = ["Jordan", "wins", "the", "Champions", "League", "again"]
+    paragraph = " ".join(["a crowded stadium with many people holding flags"] * 40)  # ~320 sub-tokens
+    enc = encode_batch(tok, [words], max_length=16, contexts=[paragraph], max_context_length=24)[0]
+    assert -1 not in enc.word_start and enc.n_text == len(words) + 2
+    assert len(enc.input_ids) == enc.n_text + 24 and enc.input_ids[-1] == tok.sep_token_id
+    assert enc.context_cut == len(tok(paragraph.split(), add_special_tokens=False,
+                                      is_split_into_words=True)["input_ids"]) - 23
+    assert len(encode_batch(tok, [words], max_length=16, contexts=[paragraph], max_context_length=0)[0].input_ids) \
+        == enc.n_text  # budget 0: no context segment
+    ex = Example("x:1", words, "x.jpg", tags=["O"] * 3 + ["B-MISC", "I-MISC", "O"], entities=[Span(3, 5, "MISC")])
+    feats, report = build_features("mner", [ex], tok, [["PROPN"] * 6], [paragraph], 16, [], max_context_length=24)
+    assert report["contexts_truncated"] == 1 and report["sentences_truncated"] == 0
+    assert report["context_subtokens_cut"] == enc.context_cut
 
 
 def test_spacy_baseline_cli(synth_dir, tmp_path, capsys):
