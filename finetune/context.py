@@ -6,6 +6,9 @@
                             cached on disk by image content, so each image is described once
     --context none          no context (ablation)
 
+    python -m finetune.context generate --images DIR --generator PATH --out contexts.json
+                            writes such a file with a local image-to-text model (finetune/context_generate.py)
+
 A post whose image is missing or unreadable gets an honest generic context; every fallback is counted.
 """
 from __future__ import annotations
@@ -178,3 +181,21 @@ def build_context(spec: str, detector=None, persist: bool = True, top_k: int = T
     if spec.startswith("file:"):
         return FileContext(Path(spec[len("file:"):]))
     raise MmieError(f"unknown context source {spec!r}: use none, offline or file:<json>")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "generate":
+        raise MmieError("usage: python -m finetune.context generate --images DIR --generator PATH --out FILE "
+                        "(--help after generate for the rest)")
+    from finetune.context_generate import main as generate_main
+
+    return generate_main(argv[1:])
+
+
+if __name__ == "__main__":
+    from common.errors import cli_main
+
+    cli_main(main)
