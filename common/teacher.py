@@ -76,7 +76,8 @@ def build_teacher(spec: str, image_size: int = 224, tau: float | None = None):
 
 
 def soft_topk(image_emb: torch.Tensor, prompt_emb: torch.Tensor, tau: float, k: int) -> tuple[list, list]:
-    """(N, D) x (M, D) -> per row the top-k prompt ids and their probabilities under softmax(cos / tau)."""
+    """(N, D) x (M, D) -> per row the top-k prompt ids and their probabilities under softmax(cos / tau); k = 0
+    keeps all M (PROMU's full soft-label distribution)."""
     probs = (image_emb @ prompt_emb.T / tau).softmax(-1)  # (N, M)
-    top = probs.topk(min(k, probs.shape[1]), dim=-1)
+    top = probs.topk(probs.shape[1] if k == 0 else min(k, probs.shape[1]), dim=-1)
     return top.indices.tolist(), [[round(p, 5) for p in row] for row in top.values.tolist()]

@@ -84,6 +84,8 @@ class HeadConfig:
     position_dim: int = 100
     max_positions: int = 256  # word-position embeddings; later words share the last one
     lam: float = 1.0  # lambda of the word-pair contrastive decoding
+    text_channel_loss: bool = True  # word-pair head: also the NLL of the text channel P^t (Shap-CA's Eq. 18 has
+    # only P_final; the extra term is mmie's, shapca.yaml turns it off)
     dropout: float = 0.1
     relation: Literal["wordpair", "markers", "cls"] = "wordpair"  # MRE: word-pair head's marked cell |
     # [<h>; <t>] -> linear | the fused [CLS] state -> linear (IMM's RE head, its Eq. 24)

@@ -124,8 +124,10 @@ class Extractor(nn.Module):
         if self.task == "mner":
             return self.crf.nll(self.emissions(f["words"], batch), batch["tags"], batch["word_mask"])
         if self.task == "mre":
-            return grid_loss(self.relation_out(f, batch), batch["relation"], self.class_weight)
-        return grid_loss(self.pair(f["words"], self.form(batch)), batch["grid"], self.class_weight)
+            return grid_loss(self.relation_out(f, batch), batch["relation"], self.class_weight,
+                             self.cfg.head.text_channel_loss)
+        return grid_loss(self.pair(f["words"], self.form(batch)), batch["grid"], self.class_weight,
+                         self.cfg.head.text_channel_loss)
 
     @torch.no_grad()
     def predict(self, batch: dict) -> list:

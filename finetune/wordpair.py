@@ -132,13 +132,15 @@ class WordPairHead(nn.Module):
         return {"final": final, "text": log_p_t}
 
 
-def grid_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Masked NLL of the final and (when given) the text-channel distributions; labels (N, W, W) with IGNORE cells,
+def grid_loss(out: dict[str, torch.Tensor], labels: torch.Tensor, weight: torch.Tensor | None = None,
+              text_channel: bool = True) -> torch.Tensor:
+    """Masked NLL of the final distribution (Shap-CA's Eq. 18) and, with `text_channel` and when given, of the
+    text-channel distribution P^t (mmie's extra term, head.text_channel_loss); labels (N, W, W) with IGNORE cells,
     or (N,) for the (N, C) outputs of chosen cells; `weight` (C,) re-weights the classes (a weighted mean)."""
     C = out["final"].shape[-1]
     keep = labels != IGNORE
     if not bool(keep.any()):
         return out["final"].sum() * 0.0
     y = labels[keep]
-    return sum(F.nll_loss(out[k].reshape(-1, C)[keep.reshape(-1)], y, weight=weight)
-               for k in ("final", "text") if k in out)
+    terms = ("final", "text") if text_channel else ("final",)
+    return sum(F.nll_loss(out[k].reshape(-1, C)[keep.reshape(-1)], y, weight=weight) for k in terms if k in out)

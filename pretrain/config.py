@@ -20,7 +20,8 @@ class PrepareConfig:
     entities: int = 1000  # M: entity vocabulary size (top spaCy nouns)
     relations: str = ""  # relation names, one per line ("": pretrain/relations.txt)
     vocab: str = ""  # reuse this vocab.json (e.g. the train split's for val)
-    top_k: int = 5  # soft-label entries kept per box / image
+    top_k: int = 5  # soft-label entries kept per box / image (renormalised when read); 0: the full distribution
+    # over every entity / relation, as PROMU trains on (configs/promu.yaml; M floats per box in the shards)
     max_boxes: int = 6
     shard_size: int = 1000  # samples per shard (0 wrote one shard per sample with a manifest of zeros)
     batch_size: int = 64  # pairs per teacher batch
@@ -28,7 +29,7 @@ class PrepareConfig:
     tau: float | None = None  # teacher temperature (None: the teacher's own)
 
     def __post_init__(self):
-        check_ranges("prepare", self, {"entities": (1, None), "top_k": (1, None), "max_boxes": (0, None),
+        check_ranges("prepare", self, {"entities": (1, None), "top_k": (0, None), "max_boxes": (0, None),
                                        "shard_size": (1, None), "batch_size": (1, None), "teacher_size": (32, None)})
 
 

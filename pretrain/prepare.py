@@ -235,7 +235,7 @@ HELP = {"annotations": "NewsCLIPpings annotations/<split>.json",
         "entities": "M: entity vocabulary size (top spaCy nouns)",
         "relations": "relation names, one per line (default: pretrain/relations.txt)",
         "vocab": "reuse this vocab.json (e.g. the train split's for val)",
-        "top_k": "soft-label entries kept per box / image", "max_boxes": "object boxes per image",
+        "top_k": "soft-label entries kept per box / image; 0: the full distribution (PROMU)", "max_boxes": "object boxes per image",
         "shard_size": "samples per shard", "batch_size": "pairs per teacher batch",
         "teacher_size": "image size the label-bridge teacher sees",
         "tau": "teacher temperature (default: the teacher's)"}

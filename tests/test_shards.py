@@ -96,6 +96,20 @@ def test_shard_sample_contract(shards):
     assert {"caption_id", "image_id", "width", "height"} <= set(meta)
 
 
+def test_top_k_0_keeps_the_full_soft_label_distributions(synth_dir, tmp_path):
+    """PROMU trains on the teacher's whole softmax (configs/promu.yaml): --top-k 0 stores every entry."""
+    import webdataset as wds
+
+    out = tmp_path / "full"
+    prepare(prepare_args(synth_dir / "newsclippings", out, "--top-k", "0"))
+    vocab = json.loads((out / "vocab.json").read_text())
+    sample = next(iter(wds.WebDataset(str(next(out.glob("*.tar"))), shardshuffle=False)))
+    meta = json.loads(sample["json"])
+    assert vocab["top_k"] == 0 and len(meta["rel_ids"]) == len(vocab["relations"])
+    assert sorted(meta["rel_ids"]) == list(range(len(vocab["relations"]))) and abs(sum(meta["rel_probs"]) - 1) < 1e-3
+    assert all(len(ids) == len(vocab["entities"]) for ids in meta["ent_ids"])
+
+
 def loader(out, batch_size=8, workers=0, **kw):
     shards, manifest, vocab = read_shard_dir(out)
     collate = Collate(TextEncoder("minilm-l6").tokenizer, ImageSpec(64, (0.5,) * 3, (0.5,) * 3, (2, 2)),

@@ -118,6 +118,7 @@ def test_grid_loss_skips_ignored_cells_and_weighs_classes():
     keep = labels != IGNORE
     nll = lambda lp, w=None: torch.nn.functional.nll_loss(lp[keep], labels[keep], weight=w)  # noqa: E731
     assert torch.allclose(grid_loss(out, labels), nll(out["final"]) + nll(out["text"]))
+    assert torch.allclose(grid_loss(out, labels, text_channel=False), nll(out["final"]))  # Shap-CA's Eq. 18 alone
     w = torch.tensor([0.1, 1.0, 2.0, 1.0])
     manual = -(w[labels[keep]] * out["final"][keep].gather(1, labels[keep][:, None]).squeeze(1)).sum() / w[
         labels[keep]].sum()
