@@ -8,7 +8,7 @@ import yaml
 from common.config import ConfigError, flatten, load_config, save_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
-PRESETS = ("mgipscl.yaml", "imm.yaml")  # the papers' recipes (finetune/configs/)
+PRESETS = ("mgipscl.yaml", "imm.yaml", "shapca.yaml", "promu.yaml")  # the papers' recipes
 
 
 @dataclass
@@ -148,9 +148,23 @@ def test_none_override_picks_a_literal_none_option():
         load_config(Cfg, None, ["train.schedule=none"])
 
 
-@pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "finetune" / "configs").glob("*.yaml")
-                                       if p.name not in PRESETS)
-                         + sorted(str(p) for p in (REPO / "pretrain" / "configs").glob("*.yaml")))
+CONFIG_FILES = sorted(str(p) for d in ("finetune", "pretrain") for p in (REPO / d / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES)
+def test_every_config_file_loads(path):
+    """Each file's keys and values pass the dataclasses' checks (a misspelt key in a preset is an error)."""
+    from finetune.config import FinetuneConfig
+    from pretrain.config import PretrainConfig
+
+    cfg = load_config(FinetuneConfig if "finetune" in path else PretrainConfig, Path(path))
+    if Path(path).name == "shapca.yaml":
+        assert cfg.align.k == 0 and not cfg.head.text_channel_loss and cfg.fusion.bridge == "paper"
+    if Path(path).name == "promu.yaml":
+        assert cfg.loss.mlm == 0 and (cfg.loss.itm, cfg.loss.cit, cfg.loss.coe, cfg.loss.cir) == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if Path(p).name not in PRESETS])
 def test_config_files_hold_only_what_differs_from_what_they_extend(path):
     """One source of truth: a YAML key that restates the value it would have anyway (the dataclass default, or
     its base file's) is a second place to keep in step. The papers' presets are exempt: they pin every setting
