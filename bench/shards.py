@@ -94,7 +94,7 @@ def time_precomputed(shard_dir: Path, collate: Collate, batch_size: int, max_bat
 def time_teacher_in_loop(shard_dir: Path, collate: Collate, batch_size: int, teacher, detector,
                          max_batches: int) -> tuple[float, int]:
     """The same data step, but boxes and soft labels computed per batch (what precomputing avoids)."""
-    from pretrain.prepare import Labeller
+    from pretrain.units import Labeller
 
     shards, _, vocab = read_shard_dir(shard_dir)
     labeller = Labeller(teacher, detector, vocab, top_k=5)

@@ -3,6 +3,7 @@ DeepSpeed JSON named by `deepspeed` holds engine features only (ZeRO stage, offl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from common.config import check_ranges
 from common.fusion import ModelConfig
@@ -27,10 +28,16 @@ class PrepareConfig:
     batch_size: int = 64  # pairs per teacher batch
     teacher_size: int = 224  # image size the label-bridge teacher sees
     tau: float | None = None  # teacher temperature (None: the teacher's own)
+    backend: Literal["inline", "process", "ray"] = "inline"  # inline | process | ray (pretrain/backends.py); the bytes written are the same
+    workers: int = 2  # process / ray: workers, each loading the models once
+    threads: int = 1  # torch threads per worker (inline too): pinned, so the teacher's floats never depend on it
+    ray_address: str = ""  # ray: a running cluster ("auto", "HOST:6379"); "" starts a local Ray for the run
+    resume: bool = False  # continue a killed run: finished units in the staging directory are kept
 
     def __post_init__(self):
         check_ranges("prepare", self, {"entities": (1, None), "top_k": (0, None), "max_boxes": (0, None),
-                                       "shard_size": (1, None), "batch_size": (1, None), "teacher_size": (32, None)})
+                                       "shard_size": (1, None), "batch_size": (1, None), "teacher_size": (32, None),
+                                       "workers": (1, None), "threads": (1, None)})
 
 
 @dataclass

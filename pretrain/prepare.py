@@ -3,65 +3,41 @@
 NewsCLIPpings-format pairs -> WebDataset shards carrying everything pretraining needs: the image (jpg), the
 caption (txt) and a json with the match label, the object boxes, the teacher's top-k entity soft labels per box
 and top-k relation soft labels per image, and the source ids. The teacher and the detector run here, once per
-distinct image, never inside the training loop. Beside the shards: vocab.json and manifest.json.
+distinct image, never inside the training loop. Beside the shards: vocab.json, manifest.json (both
+deterministic) and stats.json (wall times, backend: what varies from run to run).
+
+The work is a plan of units fixed before any worker runs (pretrain/plan.py: label units of `--batch-size`
+pictures, shard units of `--shard-size` pairs), run by `--backend inline|process|ray` (pretrain/backends.py) with
+the same unit functions (pretrain/units.py), so the bytes written are the same whatever the backend, worker count
+or finishing order; `--resume` continues a killed run from the units it finished.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import hashlib
-import io
 import json
 import re
 import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from common.detector import build_detector
 from common.config import load_config
 from common.errors import ConfigError, DataError, cli_main
 from common.jsonfile import load_json
-from common.teacher import ENTITY_PROMPT, RELATION_PROMPT, build_teacher, soft_topk
+from common.teacher import ENTITY_PROMPT, RELATION_PROMPT
 from pretrain.config import PrepareConfig
+from pretrain.backends import make_backend
 from pretrain.newsclippings import Pair, read_pairs
+from pretrain.plan import make_plan
+from pretrain.units import load_models
 from pretrain.vocab import DEFAULT_RELATIONS, entity_vocab, relation_vocab
 
-SHARD_PATTERN = "shard-%06d.tar"
-
-
-def _load_image(path: Path) -> tuple[bytes, Image.Image] | str:
-    """(jpeg bytes, decoded image) or the reason it cannot be used."""
-    if not path.is_file():
-        return "image file missing"
-    raw = path.read_bytes()
-    try:
-        with Image.open(io.BytesIO(raw)) as im:
-            fmt = im.format
-            img = im.convert("RGB")  # forces a full decode: truncated files fail here
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return "image unreadable"
-    if fmt != "JPEG":
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=95)
-        raw = buf.getvalue()
-    return raw, img
-
-
-def reread_jpeg(path: Path) -> bytes | str:
-    """JPEG bytes of an image labelled in an earlier batch: its file as is when it is a JPEG, else converted again
-    (a PNG reused later was once stored as PNG bytes under the .jpg key), or the reason it cannot be read now."""
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return "image file missing"
-    if raw[:3] == b"\xff\xd8\xff":
-        return raw
-    got = _load_image(path)
-    return got if isinstance(got, str) else got[0]
+OUTPUTS = ("vocab.json", "manifest.json", "stats.json")  # beside the shards; stats.json holds what varies per run
 
 
 def vocab_digest(vocab: dict) -> str:
@@ -97,52 +73,39 @@ def build_vocab(pairs: list[Pair], cfg: PrepareConfig) -> dict:
     return vocab
 
 
-class Labeller:
-    """Boxes and teacher soft labels per distinct image, cached so each image is processed once."""
-
-    def __init__(self, teacher, detector, vocab: dict, top_k: int):
-        self.teacher, self.detector, self.top_k = teacher, detector, top_k
-        self.ent_emb = teacher.embed_prompts([vocab["entity_prompt"].format(e) for e in vocab["entities"]])
-        self.rel_emb = teacher.embed_prompts([vocab["relation_prompt"].format(r) for r in vocab["relations"]])
-        self.cache: dict[Path, dict] = {}
-
-    def label(self, images: dict[Path, Image.Image]) -> None:
-        paths = [p for p in images if p not in self.cache]
-        if not paths:
-            return
-        imgs = [images[p] for p in paths]
-        boxes = self.detector.detect(imgs)
-        crops = [im.crop((b.x0, b.y0, b.x1, b.y1)) for im, bs in zip(imgs, boxes) for b in bs]
-        whole = self.teacher.embed_images(imgs)  # (N, D)
-        rel_ids, rel_probs = soft_topk(whole, self.rel_emb, self.teacher.tau, self.top_k)
-        ent_ids, ent_probs = soft_topk(self.teacher.embed_images(crops), self.ent_emb, self.teacher.tau,
-                                       self.top_k) if crops else ([], [])
-        k = 0
-        for i, (p, im) in enumerate(zip(paths, imgs)):
-            n = len(boxes[i])
-            self.cache[p] = {"width": im.width, "height": im.height, "boxes": [b.as_list() for b in boxes[i]],
-                             "box_labels": [b.label for b in boxes[i]],
-                             "ent_ids": ent_ids[k:k + n], "ent_probs": ent_probs[k:k + n],
-                             "rel_ids": rel_ids[i], "rel_probs": rel_probs[i]}
-            k += n
+def plan_key(cfg: PrepareConfig, vocab: dict, n_pairs: int) -> str:
+    """What fixes the output bytes (not who computes them): a resumed run must have the same."""
+    fixed = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("backend", "workers", "ray_address",
+                                                                           "resume", "out")}
+    text = json.dumps([fixed, vocab_digest(vocab), n_pairs], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def prepare(cfg: PrepareConfig) -> dict:
+    """Write the shards, vocab.json, manifest.json and stats.json to `cfg.out`. Everything is built in a staging
+    directory beside it and swapped in only when complete, so a run that fails (bad flag, missing weights, nearly
+    every pair skipped) leaves an earlier output untouched; a killed run leaves its finished units there for
+    `--resume`."""
     out = Path(cfg.out)
-    # Everything is written to a staging directory beside `out` and swapped in only when it is complete, so a run
-    # that fails (bad flag, missing weights, nearly every pair skipped, a kill) leaves an earlier output untouched.
     staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    if not cfg.resume:
+        shutil.rmtree(staging, ignore_errors=True)
+    (staging / "units").mkdir(parents=True, exist_ok=True)
+    done = False
     try:
         manifest = _prepare_into(staging, cfg)
         out.mkdir(parents=True, exist_ok=True)
-        for old in [*out.glob("shard-*.tar"), out / "vocab.json", out / "manifest.json"]:
+        for old in [*out.glob("shard-*.tar"), *(out / n for n in OUTPUTS)]:
             old.unlink(missing_ok=True)  # a re-run replaces the shards, never mixes them
-        for new in sorted(staging.iterdir()):
+        for new in sorted(staging.glob("shard-*.tar")) + [staging / n for n in OUTPUTS]:
             new.replace(out / new.name)
+        done = True
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if done or not any((staging / "units").iterdir()):
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            print(f"prepare stopped; its finished units are kept in {staging}: the same command with --resume "
+                  f"continues from them", file=sys.stderr)
     return manifest
 
 
@@ -161,70 +124,78 @@ def check_not_empty(counts: Counter, skipped: Counter, n_annotations: int, pairs
                     f"{hint}")
 
 
-def _write_chunk(chunk: list, labeller, writer, bad_images: dict, skipped: Counter, counts: Counter) -> None:
-    """Label a chunk's new pictures (each read once) and write its pairs; an unreadable picture skips its pairs."""
-    loaded: dict[Path, tuple[bytes, Image.Image]] = {}
-    for p in chunk:
-        if p.image_path in loaded or p.image_path in bad_images or p.image_path in labeller.cache:
-            continue
-        got = _load_image(p.image_path)
-        if isinstance(got, str):
-            bad_images[p.image_path] = got
-        else:
-            loaded[p.image_path] = got
-    labeller.label({path: img for path, (_, img) in loaded.items()})
-    for p in chunk:
-        if p.image_path in bad_images:
-            skipped[bad_images[p.image_path]] += 1
-            continue
-        raw = loaded[p.image_path][0] if p.image_path in loaded else reread_jpeg(p.image_path)
-        if isinstance(raw, str):  # the file changed or vanished since it was labelled
-            skipped[raw] += 1
-            continue
-        meta = dict(labeller.cache[p.image_path], match=p.match, caption_id=p.caption_id,
-                    image_id=p.image_id, similarity=p.similarity, index=p.index)
-        writer.write({"__key__": f"{p.index:09d}", "jpg": raw, "txt": p.caption,
-                      "json": json.dumps(meta, sort_keys=True).encode()})
-        counts["samples"] += 1
-        counts["matched" if p.match else "falsified"] += 1
+def _save(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
+
+
+def _run_phase(backend, kind: str, units: list, unit_dir: Path, payload=lambda unit: None) -> tuple[dict, int]:
+    """Each unit's result, from unit_dir when a resumed run finished it before, else computed and saved there;
+    and how many came from unit_dir."""
+    results = {}
+    for u in units:
+        saved = unit_dir / u.name.replace(".tar", ".json")
+        if saved.is_file():
+            results[u.index] = json.loads(saved.read_text())
+    todo = [u for u in units if u.index not in results]
+    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=f"prepare: {kind}", unit="unit")
+    for unit, result in backend.map(kind, [(u, payload(u)) for u in todo]):
+        _save(unit_dir / unit.name.replace(".tar", ".json"), result)
+        results[unit.index] = result
+        bar.update()
+    bar.close()
+    return results, len(units) - len(todo)
 
 
 def _prepare_into(out: Path, cfg: PrepareConfig) -> dict:
-    import webdataset as wds
-
     t0 = time.perf_counter()
     pairs, skipped = read_pairs(Path(cfg.annotations), Path(cfg.data_json), Path(cfg.images))
     n_annotations = len(pairs) + sum(skipped.values())
     vocab = build_vocab(pairs, cfg)
-    teacher = build_teacher(cfg.teacher, image_size=cfg.teacher_size, tau=cfg.tau)
-    detector = build_detector(cfg.detector, max_boxes=cfg.max_boxes)
+    models = load_models(cfg)  # here too: a missing weights file fails before any worker starts
+    teacher, detector = models
     vocab.update(teacher=teacher.name, tau=teacher.tau, top_k=cfg.top_k, detector=detector.name)
-    labeller = Labeller(teacher, detector, vocab, cfg.top_k)
-    counts, bad_images = Counter(), {}
-    writer = wds.ShardWriter(str(out / SHARD_PATTERN), maxcount=cfg.shard_size, mtime=0, verbose=0)
+    key = plan_key(cfg, vocab, len(pairs))
+    key_file = out / "units" / "plan.json"
+    if key_file.is_file() and json.loads(key_file.read_text()) != key:
+        raise ConfigError(f"--resume: {out} was started with other settings or data; run without --resume")
+    _save(key_file, key)
+    label_units, shard_units = make_plan(pairs, cfg.batch_size, cfg.shard_size)
+    backend = make_backend(cfg, vocab, models if cfg.backend == "inline" else None)
     try:
-        bar = tqdm(total=len(pairs), desc="prepare shards", unit="pair")
-        for start in range(0, len(pairs), cfg.batch_size):
-            chunk = pairs[start:start + cfg.batch_size]
-            _write_chunk(chunk, labeller, writer, bad_images, skipped, counts)
-            bar.update(len(chunk))
-        bar.close()
+        t1 = time.perf_counter()
+        labels, (label_results, kept_labels) = {}, _run_phase(backend, "label", label_units, out / "units")
+        for result in label_results.values():
+            labels.update(result)
+        t2 = time.perf_counter()
+        written, kept_shards = _run_phase(backend, "write", shard_units, out / "units",
+                                          lambda u: ({k: labels[k] for k in u.images}, str(out)))
     finally:
-        writer.close()
+        backend.close()
+    results = [written[u.index] for u in shard_units]
+    counts = Counter({k: sum(r[k] for r in results) for k in ("samples", "matched", "falsified")})
+    for r in results:
+        skipped.update(r["skipped"])
     check_not_empty(counts, skipped, n_annotations, pairs, Path(cfg.images))
-    shards = sorted(f.name for f in out.glob("shard-*.tar"))
-    per_shard = [min(cfg.shard_size, counts["samples"] - i * cfg.shard_size) for i in range(len(shards))]
     vocab["digest"] = vocab_digest(vocab)
     (out / "vocab.json").write_text(json.dumps(vocab, indent=1) + "\n")
-    manifest = {"shards": shards, "samples_per_shard": per_shard, "samples": counts["samples"],
-                "matched": counts["matched"], "falsified": counts["falsified"],
-                "pairs_in": n_annotations,
-                "images": len(labeller.cache), "skipped": dict(sorted(skipped.items())),
+    manifest = {"shards": [r["shard"] for r in results if r["shard"]],
+                "samples_per_shard": [r["samples"] for r in results if r["shard"]], "samples": counts["samples"],
+                "matched": counts["matched"], "falsified": counts["falsified"], "pairs_in": n_annotations,
+                "images": sum(not isinstance(v, str) for v in labels.values()), "skipped": dict(sorted(skipped.items())),
                 "teacher": teacher.name, "detector": detector.name, "vocab_digest": vocab["digest"],
                 "entities": len(vocab["entities"]), "relations": len(vocab["relations"]),
-                "annotations": str(cfg.annotations), "wall_s": round(time.perf_counter() - t0, 1)}
+                "annotations": str(cfg.annotations)}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
+    wall = time.perf_counter() - t0
+    stats = {"wall_s": round(wall, 1), "label_s": round(t2 - t1, 1), "write_s": round(time.perf_counter() - t2, 1),
+             "pairs_per_s": round(len(pairs) / wall, 2), "backend": cfg.backend, "threads": cfg.threads,
+             "workers": 1 if cfg.backend == "inline" else cfg.workers, "ray_nodes": getattr(backend, "nodes", None),
+             "label_units": len(label_units), "shard_units": len(shard_units),
+             "units_resumed": kept_labels + kept_shards}
+    (out / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+    return manifest | {"stats": stats}
 
 
 REQUIRED = ("annotations", "data_json", "images", "out")
@@ -235,10 +206,16 @@ HELP = {"annotations": "NewsCLIPpings annotations/<split>.json",
         "entities": "M: entity vocabulary size (top spaCy nouns)",
         "relations": "relation names, one per line (default: pretrain/relations.txt)",
         "vocab": "reuse this vocab.json (e.g. the train split's for val)",
-        "top_k": "soft-label entries kept per box / image; 0: the full distribution (PROMU)", "max_boxes": "object boxes per image",
+        "top_k": "soft-label entries kept per box / image; 0: the full distribution (PROMU)",
+        "max_boxes": "object boxes per image",
         "shard_size": "samples per shard", "batch_size": "pairs per teacher batch",
         "teacher_size": "image size the label-bridge teacher sees",
-        "tau": "teacher temperature (default: the teacher's)"}
+        "tau": "teacher temperature (default: the teacher's)",
+        "backend": "who runs the units: inline | process | ray (the bytes written are the same)",
+        "workers": "process / ray workers, each loading the detector and teacher once",
+        "threads": "torch threads per worker, inline too (pinned: the output never depends on it)",
+        "ray_address": "ray: a running cluster (auto, HOST:6379); default: a local Ray for the run",
+        "resume": "continue a killed run from the finished units in its staging directory"}
 
 
 def parse(argv: list[str] | None = None) -> PrepareConfig:
@@ -250,6 +227,8 @@ def parse(argv: list[str] | None = None) -> PrepareConfig:
         flag = "--" + f.name.replace("_", "-")
         if f.name in REQUIRED:
             p.add_argument(flag, required=True, help=HELP[f.name])
+        elif f.type == "bool":
+            p.add_argument(flag, action="store_const", const="true", default=argparse.SUPPRESS, help=HELP[f.name])
         else:
             p.add_argument(flag, default=argparse.SUPPRESS, help=f"{HELP[f.name]} (default: {f.default})")
     given = vars(p.parse_args(argv))
@@ -265,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     m = prepare(cfg)
     skipped = ", ".join(f"{k} {v}" for k, v in m["skipped"].items()) or "none"
     print(f"{m['samples']} samples ({m['matched']} matched, {m['falsified']} falsified) from {m['images']} images "
-          f"in {len(m['shards'])} shards -> {cfg.out} ({m['wall_s']}s; teacher {m['teacher']}, detector "
+          f"in {len(m['shards'])} shards -> {cfg.out} ({m['stats']['wall_s']}s, {cfg.backend}; teacher {m['teacher']}, "
+          f"detector "
           f"{m['detector']}; {m['entities']} entities, {m['relations']} relations); skipped: {skipped}")
     return 0
 
