@@ -43,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run_trial(params: dict, base: dict) -> None:
     """One trial: a fine-tuning run with the trial's overrides, reporting dev F1 every epoch."""
+    import ray
     import torch
     from ray import tune
 
@@ -61,11 +62,12 @@ def run_trial(params: dict, base: dict) -> None:
     cfg = load_config(FinetuneConfig, base["config"], overrides)
     trainer = FinetuneTrainer(cfg, trial_dir / "run", base["tracking_uri"], parent_run_id=base["parent_run_id"],
                               quiet=True, log_model=False)
-    run_id = trainer.logger.run_id
+    run_id, node = trainer.logger.run_id, ray.get_runtime_context().get_node_id()
+    trainer.logger.log_params({"ray_node_id": node})  # which Ray node ran the trial (a cluster: many)
 
     def report(epoch: int, metrics: dict) -> None:
         tune.report({METRIC: metrics["dev/f1"], "epoch": epoch, "train_loss": metrics["train/loss"],
-                     "mlflow_run_id": run_id})
+                     "mlflow_run_id": run_id, "node_id": node})
 
     trainer.report_fn = report
     try:
@@ -78,7 +80,7 @@ def run_trial(params: dict, base: dict) -> None:
         raise
     trainer.close()
     tune.report({METRIC: result["dev"]["f1"], "epoch": result["epochs"], "test_f1": result["test"]["f1"],
-                 "mlflow_run_id": run_id, "finished": 1})
+                 "mlflow_run_id": run_id, "node_id": node, "finished": 1})
 
 
 def results_table(grid, keys: list[str]):
@@ -96,7 +98,8 @@ def results_table(grid, keys: list[str]):
                      "test_f1": float(last["test_f1"]) if finished else float("nan"),
                      "stopped_early": not finished,
                      **{f"config/{k}": r.config.get(k) for k in keys},
-                     "trial_id": last.get("trial_id"), "mlflow_run_id": last.get("mlflow_run_id")})
+                     "trial_id": last.get("trial_id"), "mlflow_run_id": last.get("mlflow_run_id"),
+                     "node_id": last.get("node_id")})
     return pd.DataFrame(rows).sort_values(METRIC, ascending=False).reset_index(drop=True)
 
 

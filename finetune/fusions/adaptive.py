@@ -11,8 +11,11 @@ gated mixing is applied to the text queries and image keys.
 
 `fusion.bridge` picks B: "attention" (the default, above: the mean of the self-attended context) or "paper", Eq. 8
 as printed, B = mean(C^T C / sqrt(D)) in R^D: C^T C is (D, D) and symmetric, so the mean over either axis gives
-B_j = sum_l (sum_i C_li) C_lj / (D sqrt(D)) (padding rows are zero and add nothing). Which is better is not yet
-measured (the default stays what every figure in README was measured with).
+B_j = sum_l (sum_i C_li) C_lj / (D sqrt(D)) (padding rows are zero and add nothing). Measured on the synthetic
+image-dependent MNER (200 tweets, 8 epochs, seeds 0-2; README "Fusions"): paper 81.35 +- 0.99 test F1 (dev
+85.40) against attention 82.72 +- 3.18 (dev 84.30); both paired differences' 95% bootstrap intervals contain 0
+(test -3.43 to +0.93, dev -0.88 to +2.94). Neither is better, so the default stays "attention", the form every
+other figure in README was measured with; configs/shapca.yaml uses "paper", the paper's own equation.
 """
 from __future__ import annotations
 
