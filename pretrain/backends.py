@@ -9,7 +9,7 @@ functions of pretrain/units.py on the same units, so the shards are byte-identic
   tasks because the models are the expensive part: a task would load them per unit. Actors rather than Ray Data's
   `map_batches`: the units are already the plan's fixed batches and a few hundred of them per corpus, so Ray Data's
   block scheduling adds nothing, and its `write_webdataset` would name files with random ids and stamp the time
-  into the tar members. Each actor asks for `--threads` CPUs and, when the cluster has GPUs, one GPU.
+  into the tar members. Each actor asks for `--threads` CPUs (the teacher and detector run on the CPU here).
 
 A backend's `map(kind, jobs)` takes (unit, payload) pairs and yields (unit, result) as units finish, in any
 order; the caller keys results by unit. A write unit's payload is only its own pictures' labels.
@@ -79,9 +79,7 @@ class RayActors:
         if self.started:
             ray.init(address=cfg.ray_address or None, num_cpus=None if cfg.ray_address else cfg.workers * cfg.threads,
                      include_dashboard=False, configure_logging=False, log_to_driver=False)
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= cfg.workers else 0
-
-        @ray.remote(num_cpus=cfg.threads, num_gpus=gpus)
+        @ray.remote(num_cpus=cfg.threads)
         class Shop:
             def __init__(self):
                 _init_worker(cfg, vocab)

@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common.config import load_config
-from common.errors import ConfigError, DataError, cli_main
+from common.errors import ConfigError, DataError, MmieError, cli_main
 from common.jsonfile import load_json
 from common.teacher import ENTITY_PROMPT, RELATION_PROMPT
 from pretrain.config import PrepareConfig
@@ -100,8 +100,13 @@ def prepare(cfg: PrepareConfig) -> dict:
         for new in sorted(staging.glob("shard-*.tar")) + [staging / n for n in OUTPUTS]:
             new.replace(out / new.name)
         done = True
+    except MmieError:  # a wrong input or setting: nothing worth resuming (unless --resume was refused: keep it)
+        if not cfg.resume:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     finally:
-        if done or not any((staging / "units").iterdir()):
+        finished = list((staging / "units").glob("*-*.json")) if staging.is_dir() else []
+        if done or not finished:
             shutil.rmtree(staging, ignore_errors=True)
         else:
             print(f"prepare stopped; its finished units are kept in {staging}: the same command with --resume "
