@@ -31,7 +31,8 @@ class DataConfig:
     markers: Literal["tokens", "punct"] = "tokens"  # MRE entity markers: [unusedN] tokens | brackets (batches.py)
 
     def __post_init__(self):
-        check_ranges("data", self, {"max_length": (8, 512), "max_context_length": (0, 504), "max_train": (0, None), "context_top_k": (1, 1000),
+        check_ranges("data", self, {"max_length": (8, 512), "max_context_length": (0, 504), "max_train": (0, None),
+                                    "context_top_k": (1, 1000),
                                     "context_min_prob": (0.0, 1.0), "train_fraction": (1e-6, 1.0)})
         if self.max_length + self.max_context_length > 512:
             raise ConfigError(f"data.max_length + data.max_context_length = "

@@ -28,7 +28,8 @@ class PrepareConfig:
     batch_size: int = 64  # pairs per teacher batch
     teacher_size: int = 224  # image size the label-bridge teacher sees
     tau: float | None = None  # teacher temperature (None: the teacher's own)
-    backend: Literal["inline", "process", "ray"] = "inline"  # inline | process | ray (pretrain/backends.py); the bytes written are the same
+    backend: Literal["inline", "process", "ray"] = "inline"  # who runs the units (pretrain/backends.py); the bytes
+    # written are the same whichever
     workers: int = 2  # process / ray: workers, each loading the models once
     threads: int = 1  # torch threads per worker (inline too): pinned, so the teacher's floats never depend on it
     ray_address: str = ""  # ray: a running cluster ("auto", "HOST:6379"); "" starts a local Ray for the run

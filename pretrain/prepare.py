@@ -188,7 +188,8 @@ def _prepare_into(out: Path, cfg: PrepareConfig) -> dict:
     manifest = {"shards": [r["shard"] for r in results if r["shard"]],
                 "samples_per_shard": [r["samples"] for r in results if r["shard"]], "samples": counts["samples"],
                 "matched": counts["matched"], "falsified": counts["falsified"], "pairs_in": n_annotations,
-                "images": sum(not isinstance(v, str) for v in labels.values()), "skipped": dict(sorted(skipped.items())),
+                "images": sum(not isinstance(v, str) for v in labels.values()),
+                "skipped": dict(sorted(skipped.items())),
                 "teacher": teacher.name, "detector": detector.name, "vocab_digest": vocab["digest"],
                 "entities": len(vocab["entities"]), "relations": len(vocab["relations"]),
                 "annotations": str(cfg.annotations)}

@@ -29,7 +29,8 @@ def tiny_blip(out: Path) -> Path:
                      vision_config=dict(image_size=32, patch_size=8, **SMALL), projection_dim=32)
     torch.manual_seed(0)
     BlipForConditionalGeneration(cfg).save_pretrained(out)
-    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok).save_pretrained(out)
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
+    processor.save_pretrained(out)
     return out
 
 
@@ -43,7 +44,9 @@ def tiny_llava(out: Path) -> Path:
                       vision_feature_layer=-1, vision_feature_select_strategy="default", pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     LlavaForConditionalGeneration(cfg).save_pretrained(out)
-    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                   tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
-                   image_token="<image>", num_additional_image_tokens=1).save_pretrained(out)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=8, chat_template=CHAT_TEMPLATE,
+                               vision_feature_select_strategy="default", image_token="<image>",
+                               num_additional_image_tokens=1)
+    processor.save_pretrained(out)
     return out
