@@ -103,8 +103,8 @@ def time_teacher_in_loop(shard_dir: Path, collate: Collate, batch_size: int, tea
     for b, batch in enumerate(make_loader(build_pipeline(shards, collate, batch_size, EpochStages(0, 64)))):
         if b >= max_batches:
             break
-        labeller.cache.clear()  # in the loop nothing is cached across steps
-        # re-decode this batch's images and label them (prompt embeddings stay precomputed, to be generous)
+        # in the loop nothing is cached across steps: each batch's images are labelled again (the prompt
+        # embeddings stay precomputed, to be generous)
         images = {Path(k): img for k, img in zip(batch["keys"], batch["_pil"])}
         labeller.label(images)
         n += len(batch["keys"])

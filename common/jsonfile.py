@@ -1,8 +1,9 @@
 """Reading a JSON input file with one-line errors: a missing file and a file that is not UTF-8 JSON each stop with
-a DataError whose wording the caller chooses (it knows what the file was meant to be)."""
+a DataError whose wording the caller chooses (it knows what the file was meant to be); writing one atomically."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from common.errors import DataError
@@ -37,3 +38,12 @@ def read_jsonl(path: Path) -> list[tuple[int, object]]:
                 except json.JSONDecodeError as e:
                     raise DataError(f"{path}:{n}: not JSON ({e.msg})") from None
     return out
+
+
+def write_json(path: Path, obj, **dumps) -> None:
+    """Write `obj` as JSON to a temp file beside `path`, then rename it over `path`: a reader (or a run killed
+    mid-write) never sees half a file. The temp name carries the pid, so concurrent writers do not collide."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, **dumps))
+    tmp.replace(path)

@@ -14,9 +14,7 @@ A post whose image is missing or unreadable gets an honest generic context; ever
 from __future__ import annotations
 
 import hashlib
-import os
 import importlib.util
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from common.errors import DataError, MmieError
-from common.jsonfile import load_json
+from common.jsonfile import load_json, write_json
 from common.offline import cache_dir, read_cache
 from finetune.images import ImageStore
 
@@ -164,10 +162,7 @@ class OfflineContext(ContextSource):
                     out[i] = text
                 self.counts["described"] += len(todo[key])
         if keys and self.persist:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.cache))
-            tmp.replace(self.cache_path)
+            write_json(self.cache_path, self.cache)
         return out  # type: ignore[return-value]
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from common.errors import MmieError
-from common.jsonfile import load_json
+from common.jsonfile import load_json, write_json
 from finetune.images import ImageStore
 
 SHAPCA_PROMPT = ("Please generate a clear and concise textual description for this image sourced from a Twitter "
@@ -89,10 +88,7 @@ class Generator:
 
 
 def _save(path: Path, texts: dict[str, str | None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(texts, ensure_ascii=False, indent=0, sort_keys=True))
-    tmp.replace(path)
+    write_json(path, texts, ensure_ascii=False, indent=0, sort_keys=True)
 
 
 def generate_contexts(images: Path, generator: Generator, out: Path, batch_size: int = 8,

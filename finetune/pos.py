@@ -3,12 +3,11 @@ disk by the sentence's tokens so each sentence is tagged once."""
 from __future__ import annotations
 
 import hashlib
-import os
-import json
 from pathlib import Path
 
 from tqdm import tqdm
 
+from common.jsonfile import write_json
 from common.offline import cache_dir, read_cache
 from common.zoo import load_spacy
 
@@ -45,10 +44,7 @@ class PosTagger:
                                leave=False, disable=len(keys) < 100):
                 new[k] = [t.pos_ or "X" for t in doc]
         if todo and self.persist:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self._cache))
-            tmp.replace(self.cache_path)
+            write_json(self.cache_path, self._cache)
         return [new.get(k) or self._cache[k] for k in map(_key, sentences)]
 
     def ids(self, sentences: list[list[str]]) -> list[list[int]]:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from common.config import load_config
 from common.errors import ConfigError, DataError, MmieError, cli_main
-from common.jsonfile import load_json
+from common.jsonfile import load_json, write_json
 from common.teacher import ENTITY_PROMPT, RELATION_PROMPT
 from pretrain.config import PrepareConfig
 from pretrain.backends import make_backend
@@ -129,24 +129,15 @@ def check_not_empty(counts: Counter, skipped: Counter, n_annotations: int, pairs
                     f"{hint}")
 
 
-def _save(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj))
-    tmp.replace(path)
-
-
 def _run_phase(backend, kind: str, units: list, unit_dir: Path, payload=lambda unit: None) -> tuple[dict, int]:
     """Each unit's result, from unit_dir when a resumed run finished it before, else computed and saved there;
     and how many came from unit_dir."""
-    results = {}
-    for u in units:
-        saved = unit_dir / u.name.replace(".tar", ".json")
-        if saved.is_file():
-            results[u.index] = json.loads(saved.read_text())
+    saved = lambda u: unit_dir / u.name.replace(".tar", ".json")  # noqa: E731  (labels-N.json, shard-N.json)
+    results = {u.index: json.loads(saved(u).read_text()) for u in units if saved(u).is_file()}
     todo = [u for u in units if u.index not in results]
     bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=f"prepare: {kind}", unit="unit")
     for unit, result in backend.map(kind, [(u, payload(u)) for u in todo]):
-        _save(unit_dir / unit.name.replace(".tar", ".json"), result)
+        write_json(saved(unit), result)
         results[unit.index] = result
         bar.update()
     bar.close()
@@ -165,7 +156,7 @@ def _prepare_into(out: Path, cfg: PrepareConfig) -> dict:
     key_file = out / "units" / "plan.json"
     if key_file.is_file() and json.loads(key_file.read_text()) != key:
         raise ConfigError(f"--resume: {out} was started with other settings or data; run without --resume")
-    _save(key_file, key)
+    write_json(key_file, key)
     label_units, shard_units = make_plan(pairs, cfg.batch_size, cfg.shard_size)
     backend = make_backend(cfg, vocab, models if cfg.backend == "inline" else None)
     try:

@@ -50,33 +50,33 @@ def jpeg_bytes(path: Path) -> bytes | str:
 
 
 class Labeller:
-    """Boxes and teacher soft labels for a batch of pictures (kept in `cache` by path)."""
+    """Boxes and teacher soft labels for a batch of pictures."""
 
     def __init__(self, teacher, detector, vocab: dict, top_k: int):
         self.teacher, self.detector, self.top_k = teacher, detector, top_k
         self.ent_emb = teacher.embed_prompts([vocab["entity_prompt"].format(e) for e in vocab["entities"]])
         self.rel_emb = teacher.embed_prompts([vocab["relation_prompt"].format(r) for r in vocab["relations"]])
-        self.cache: dict = {}
 
-    def label(self, images: dict) -> None:
-        paths = [p for p in images if p not in self.cache]
-        if not paths:
-            return
-        imgs = [images[p] for p in paths]
+    def label(self, images: dict) -> dict:
+        """{key: picture} -> {key: its boxes and soft labels}, the pictures run as one batch."""
+        if not images:
+            return {}
+        paths, imgs = list(images), list(images.values())
         boxes = self.detector.detect(imgs)
         crops = [im.crop((b.x0, b.y0, b.x1, b.y1)) for im, bs in zip(imgs, boxes) for b in bs]
         whole = self.teacher.embed_images(imgs)  # (N, D)
         rel_ids, rel_probs = soft_topk(whole, self.rel_emb, self.teacher.tau, self.top_k)
         ent_ids, ent_probs = soft_topk(self.teacher.embed_images(crops), self.ent_emb, self.teacher.tau,
                                        self.top_k) if crops else ([], [])
-        k = 0
+        k, out = 0, {}
         for i, (p, im) in enumerate(zip(paths, imgs)):
             n = len(boxes[i])
-            self.cache[p] = {"width": im.width, "height": im.height, "boxes": [b.as_list() for b in boxes[i]],
+            out[p] = {"width": im.width, "height": im.height, "boxes": [b.as_list() for b in boxes[i]],
                              "box_labels": [b.label for b in boxes[i]],
                              "ent_ids": ent_ids[k:k + n], "ent_probs": ent_probs[k:k + n],
                              "rel_ids": rel_ids[i], "rel_probs": rel_probs[i]}
             k += n
+        return out
 
 
 def load_models(cfg: PrepareConfig) -> tuple:
@@ -119,10 +119,7 @@ class Workshop:
             else:
                 good[path] = got[1]
         with pinned_threads(self.threads):
-            self.labeller.cache.clear()
-            self.labeller.label(good)  # one batch: the plan's
-        out.update(self.labeller.cache)
-        self.labeller.cache.clear()
+            out.update(self.labeller.label(good))  # one batch: the plan's
         return {path: out[path] for path in unit.images}
 
 
