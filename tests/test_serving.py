@@ -38,7 +38,10 @@ def load(mlruns, uri):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{mlruns / 'mlflow.db'}")
-    return mlflow.pyfunc.load_model(uri)
+    # dst_path: MLflow otherwise downloads the artifacts into a fresh temp directory it never removes (131 MB a load)
+    dst = mlruns.parent / "loaded"
+    dst.mkdir(exist_ok=True)
+    return mlflow.pyfunc.load_model(uri, dst_path=str(dst))
 
 
 def test_pyfunc_model_predicts_like_predict_and_refuses_bad_posts(mner_model, synth_dir):
@@ -102,8 +105,9 @@ def test_mlflow_models_serve_answers_and_survives_bad_requests(mner_model, synth
     run, mlruns, uri = mner_model
     port = free_port()
     bin_dir = os.path.dirname(sys.executable)  # mlflow runs `uvicorn` from PATH: the venv's bin must be on it
+    (tmp_path / "tmp").mkdir()  # the server downloads the model into a temp directory it leaves behind: keep it here
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{mlruns / 'mlflow.db'}",
-           "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+           "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "TMPDIR": str(tmp_path / "tmp")}
     log = open(tmp_path / "serve.log", "w")
     server = subprocess.Popen([os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", uri,
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
