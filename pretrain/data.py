@@ -256,5 +256,9 @@ def make_loader(pipeline, num_workers: int = 0):
     """A DataLoader over an already-batched pipeline (batch_size=None), workers split the shards. Workers are
     spawned, not forked: a fork copies locks that other threads (torch, tokenizers, MLflow) may hold, and the
     child can deadlock on them."""
+    # its own generator: a DataLoader otherwise draws its workers' base seed from the global torch RNG each time
+    # it is iterated, so a run resumed mid-epoch would shift every later dropout mask (the pipeline's shuffles and
+    # masks are seeded explicitly and never read that seed)
     return torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=num_workers, persistent_workers=False,
-                                       multiprocessing_context="spawn" if num_workers > 0 else None)
+                                       multiprocessing_context="spawn" if num_workers > 0 else None,
+                                       generator=torch.Generator().manual_seed(0))

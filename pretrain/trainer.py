@@ -100,9 +100,27 @@ class Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def save(self) -> str:
+        """DeepSpeed's checkpoint plus each rank's torch RNG state (dropout), written first and atomically: a
+        resumed run then draws the same dropout masks as an uninterrupted one, so it logs the same losses."""
         tag = f"step{self.state['step']}"
+        rng = self.ckpt_dir / tag / f"rng.rank{self.rank}.pt"
+        rng.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}, f"{rng}.tmp")
+        os.replace(f"{rng}.tmp", rng)
         self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state=dict(self.state))
         return tag
+
+    def load_rng(self, tag: str) -> None:
+        rng = self.ckpt_dir / tag / f"rng.rank{self.rank}.pt"
+        if not rng.is_file():  # a checkpoint from before RNG states were saved: resumes, dropout masks differ
+            print(f"--resume: {rng} missing: this rank's dropout masks will differ from an uninterrupted run's",
+                  file=sys.stderr)
+            return
+        state = torch.load(rng, weights_only=True)
+        torch.set_rng_state(state["cpu"])
+        if state["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"])
 
     def load(self) -> None:
         """The newest checkpoint every rank can read: the one `latest` names, else the next older (named on
@@ -123,6 +141,7 @@ class Trainer:
             torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
             if ok.item():
                 self.state.update({k: client[k] for k in self.state})
+                self.load_rng(tag)
                 if i and self.rank == 0:
                     print(f"--resume: resumed from {tag} instead", file=sys.stderr)
                 return

@@ -1,6 +1,6 @@
 """Pretraining across "nodes": two DeepSpeed launchers on this machine (`--hostfile`, `--no_ssh`, `--node_rank` 0
 and 1, one CPU rank each, loopback only) train exactly as one launcher with two ranks (the same loss at every
-step), and a run resumed from the two-node checkpoint continues the same sample stream to the end."""
+step), and a run resumed from the two-node checkpoint continues the same sample stream with the same losses."""
 import json
 import shutil
 import socket
@@ -72,7 +72,11 @@ def test_two_nodes_train_as_one_node_with_two_ranks_and_resume(tiny_shards, refe
     mlruns2 = tmp_path / "mlruns-resumed"
     codes, outs = two_nodes(common_args(tiny_shards, run_dir, mlruns2, *EXTRA) + ["--resume"], hostfile)
     assert codes == [0, 0], "\n".join(o[-2000:] for o in outs)
-    assert [s for s, _ in losses(mlruns2)["train/loss"]] == [3, 4]  # it went on from step 2
+    resumed = losses(mlruns2)
+    assert [s for s, _ in resumed["train/loss"]] == [3, 4]  # it went on from step 2 ...
+    # ... with the same weights, optimizer state, data and dropout masks (each rank's RNG state is in the
+    # checkpoint): the same loss terms at steps 3 and 4 as the uninterrupted run
+    assert resumed == {t: v[2:] for t, v in reference.items()}
     for rank in (0, 1):  # the samples of steps 3-4 are those the uninterrupted run read (keys per rank, in order)
         keys = (run_dir / "audit" / f"keys.rank{rank}.txt").read_text().splitlines()
         assert keys[4:] == keys[2:4] and len(keys) == 6
