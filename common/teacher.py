@@ -34,8 +34,7 @@ class LabelBridgeTeacher:
 
     @torch.no_grad()
     def embed_images(self, images: list[Image.Image]) -> torch.Tensor:
-        x = torch.stack([self.vision.preprocess(im) for im in images])  # (N, 3, S, S)
-        probs = self.vision.classify(x).softmax(-1)  # (N, 1000)
+        probs = self.vision.classify_pictures(images).softmax(-1)  # (N, 1000)
         return F.normalize(probs @ self.class_emb, dim=-1)  # (N, D)
 
     def embed_prompts(self, prompts: list[str]) -> torch.Tensor:

@@ -106,7 +106,7 @@ class OfflineContext(ContextSource):
     @torch.no_grad()
     def _describe_images(self, images) -> list[str]:
         vision, faces = self._models()
-        probs = vision.classify(torch.stack([vision.preprocess(im) for im in images])).softmax(-1)  # (B, 1000)
+        probs = vision.classify_pictures(images).softmax(-1)  # (B, 1000)
         cats = vision.categories
         objects = self.detector.labels(images) if self.detector is not None else [[] for _ in images]
         texts = []
