@@ -113,11 +113,12 @@ class Trainer:
 
     def load_rng(self, tag: str) -> None:
         rng = self.ckpt_dir / tag / f"rng.rank{self.rank}.pt"
-        if not rng.is_file():  # a checkpoint from before RNG states were saved: resumes, dropout masks differ
-            print(f"--resume: {rng} missing: this rank's dropout masks will differ from an uninterrupted run's",
-                  file=sys.stderr)
+        try:
+            state = torch.load(rng, weights_only=True)
+        except Exception as e:  # absent (a checkpoint from before RNG states were saved) or unreadable: resume anyway
+            print(f"--resume: {rng}: {type(e).__name__}; this rank's dropout masks will differ from an uninterrupted "
+                  f"run's", file=sys.stderr)
             return
-        state = torch.load(rng, weights_only=True)
         torch.set_rng_state(state["cpu"])
         if state["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda"])
