@@ -91,7 +91,7 @@ class EfficientNetLite0(VisionEncoder):
     # pictures per forward when classifying many on the CPU: at 224 px a batch of hundreds allocates activations
     # of hundreds of MB, each above glibc's mmap threshold, so every forward page-faults them in afresh (measured
     # 7.1M minor faults, sys time twice user time, for 192 pictures in one batch); 4 at a time stays under it:
-    # 2.5-2.9x faster on one thread (BENCHMARKS.md, "Shard preparation")
+    # 2.5-3.1x faster on one thread (BENCHMARKS.md, "Shard preparation"; bench/teacher_chunks.py)
     CLASSIFY_CHUNK = 4
 
     @torch.no_grad()
