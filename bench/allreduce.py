@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 import common  # noqa: E402,F401
+from pretrain.engine import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,12 +63,6 @@ def _rank(rank: int, ranks: int, port: int, numel: int, repeats: int, out) -> No
     if rank == 0:
         out.put(result)
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,9 +3,9 @@ a DataError whose wording the caller chooses (it knows what the file was meant t
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from common.atomic import atomic_write
 from common.errors import DataError
 
 
@@ -41,9 +41,5 @@ def read_jsonl(path: Path) -> list[tuple[int, object]]:
 
 
 def write_json(path: Path, obj, **dumps) -> None:
-    """Write `obj` as JSON to a temp file beside `path`, then rename it over `path`: a reader (or a run killed
-    mid-write) never sees half a file. The temp name carries the pid, so concurrent writers do not collide."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, **dumps))
-    tmp.replace(path)
+    """`obj` as JSON, written atomically (common/atomic.py)."""
+    atomic_write(path, lambda f: f.write(json.dumps(obj, **dumps).encode()))

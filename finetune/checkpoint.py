@@ -16,13 +16,13 @@ a latest one that cannot be read (truncated, corrupt) is reported and the one be
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
 import torch
 
+from common.atomic import atomic_write
 from common.config import save_config
 from common.errors import MmieError
 from common.fusion import FusionEncoder
@@ -34,24 +34,7 @@ REQUIRED = ("epoch", "model", "optimizer", "scheduler", "rng", "generator", "bes
 
 
 def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # a full disk or a file-size limit; torch wraps the OSError in its writer
-        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise MmieError(f"cannot write {path} ({first}); the checkpoints saved before it are intact: free space "
-                        f"and continue with --resume") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the rename itself reaches the disk
-    finally:
-        os.close(fd)
+    atomic_write(path, write, hint="the checkpoints saved before it are intact: free space and continue with --resume")
 
 
 def epochs_saved(ckpt_dir: Path) -> list[int]:

@@ -16,7 +16,7 @@ ENGINE_ONLY = ("zero_optimization", "bf16", "fp16", "activation_checkpointing", 
                "zero_allow_untested_optimizer", "flops_profiler", "aio", "data_types")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -31,7 +31,7 @@ def init_distributed(timeout_s: int = 600) -> tuple[int, int, torch.device]:
 
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
+                          MASTER_PORT=str(free_port()))
     cuda = torch.cuda.is_available()
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False,
                                timeout=timedelta(seconds=timeout_s))

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from common.atomic import atomic_write
 from common.config import flatten, save_config
 from common.errors import MmieError
 from common.fusion import FusionEncoder
@@ -103,11 +104,8 @@ class Trainer:
         """DeepSpeed's checkpoint plus each rank's torch RNG state (dropout), written first and atomically: a
         resumed run then draws the same dropout masks as an uninterrupted one, so it logs the same losses."""
         tag = f"step{self.state['step']}"
-        rng = self.ckpt_dir / tag / f"rng.rank{self.rank}.pt"
-        rng.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"cpu": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}, f"{rng}.tmp")
-        os.replace(f"{rng}.tmp", rng)
+        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}
+        atomic_write(self.ckpt_dir / tag / f"rng.rank{self.rank}.pt", lambda f: torch.save(rng, f))
         self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state=dict(self.state))
         return tag
 
