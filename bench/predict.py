@@ -1,11 +1,12 @@
 """Benchmark: what a prediction costs on this CPU. Model load time, single-post latency (p50 / p95 over --posts
 posts, one call per post, as a server answers requests) and batched posts/s (all posts in one call), for the
 default model with a picture, the default model without one (the grey stand-in) and the text-only model
-(data.image=none); then where a single post's time goes (cProfile, cumulative seconds per stage). Last line: one
-JSON object
+(data.image=none); then where a single post's time goes (cProfile, cumulative seconds per stage), and the
+picture's parts both ways side by side (full-size vs reduced-scale JPEG decoding; EfficientNet-Lite0 in eval mode
+vs its inference copy). Last line: one JSON object
 
     {"load_s": …, "variants": {"image": {"p50_ms": …, "p95_ms": …, "batched_posts_per_s": …}, "stand_in": {…},
-     "text_only": {…}}, "stages_ms_per_post": {…}, "threads": …, "weights": …}
+     "text_only": {…}}, "stages_ms_per_post": {…}, "picture_parts_ms": {…}, "threads": …, "weights": …}
 
     python bench/predict.py [--run RUN] [--posts 100] [--threads 0] [--data ../shared/data] [--compare imm ...]
 
@@ -76,6 +77,50 @@ def picture(tmp: Path) -> Path:
     path = tmp / "photo.jpg"
     Image.fromarray(pixels).save(path, "JPEG", quality=90)
     return path
+
+
+def median_ms(fn, repeats: int = 30) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return round(1000 * statistics.median(times), 2)
+
+
+@torch.no_grad()
+def picture_parts(tmp: Path, model_size: int) -> dict:
+    """The picture's path, each part both ways side by side (median ms of 30): decoding the JPEG at full size or
+    at a reduced scale (ImageStore.decode_size) and resizing it for the context classifier (224 px) and the model
+    (model_size), for the bench's 640 x 480 picture and a 1600 x 1200 one; EfficientNet-Lite0 in eval mode or as
+    its inference copy (VisionEncoder.for_inference) at both sizes."""
+    import numpy as np
+    from PIL import Image
+
+    from common.zoo import build_vision_encoder
+    from finetune.images import ImageStore
+
+    out: dict = {}
+    classifier, encoder = (build_vision_encoder("efficientnet-lite0", n).eval() for n in (224, model_size))
+    rng = np.random.default_rng(1)
+    for w, h in ((640, 480), (1600, 1200)):
+        pixels = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] * np.ones((h, 1, 3), np.float32)
+        Image.fromarray(np.clip(pixels + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)).save(
+            tmp / f"{w}x{h}.jpg", "JPEG", quality=90)
+        for label, size in (("full", 0), ("reduced", max(224, model_size))):
+            def decode():
+                img, _ = ImageStore(tmp, decode_size=size).open(f"{w}x{h}.jpg")
+                return classifier.preprocess(img), encoder.preprocess(img)
+            out[f"decode_resize_{w}x{h}_{label}"] = median_ms(decode)
+    for name, net, fn in (("classifier_224", classifier, "classify"), (f"encoder_{model_size}", encoder, "forward")):
+        x = net.preprocess(Image.open(tmp / "640x480.jpg"))[None]
+        fast = net.for_inference()
+        for _ in range(2):  # interleaved, so a drift of the machine's speed hits both
+            for label, m in (("eval", net), ("for_inference", fast)):
+                out.setdefault(f"{name}_{label}", []).append(median_ms(lambda: getattr(m, fn)(x)))
+    return {k: min(v) if isinstance(v, list) else v for k, v in out.items()}
 
 
 def latency(predictor, posts: list[dict]) -> dict:
@@ -159,7 +204,9 @@ def main(argv=None) -> int:
         for name in a.compare:
             variants[f"config:{name}"] = compared(tmp, name, with_image, variants["image"])
         parts = stages(on, with_image[: min(50, len(with_image))])
+        pic_parts = picture_parts(tmp, cfg.model.image_size) if cfg.model.vision == "efficientnet-lite0" else {}
     result = {"load_s": round(load_s, 2), "variants": variants, "stages_ms_per_post": parts,
+              "picture_parts_ms": pic_parts,
               "threads": torch.get_num_threads(), "weights": str(a.run) if a.run else "default config, untrained",
               "model": f"{cfg.model.text} + {cfg.model.vision} at {cfg.model.image_size} px, "
                        f"{cfg.model.fusion_layers} fusion layers"}
@@ -167,6 +214,8 @@ def main(argv=None) -> int:
         print(f"{name:15s} p50 {v['p50_ms']:7.1f} ms  p95 {v['p95_ms']:7.1f} ms  "
               f"batched {v['batched_posts_per_s']:6.1f} "
               f"posts/s", file=sys.stderr)
+    for name, ms in pic_parts.items():
+        print(f"{name:35s} {ms:7.2f} ms", file=sys.stderr)
     print(json.dumps(result))
     return 0
 

@@ -200,12 +200,14 @@ def predict_features(model, feats: list[Features], images: dict[str, torch.Tenso
     from tqdm import tqdm
 
     was_training = model.training
-    model.eval()
+    if was_training:  # eval() walks every module: 2.5 ms per call, a tenth of one post's prediction
+        model.eval()
     preds: list = [None] * len(feats)
     with torch.no_grad():
         for idx in tqdm(batches([len(f.input_ids) for f in feats], batch_size, False, 0), desc=desc, leave=False,
                         disable=desc is None):
             for i, p in zip(idx, getattr(model, method)(collate([feats[i] for i in idx], images, pad_id, task))):
                 preds[i] = p
-    model.train(was_training)
+    if was_training:
+        model.train()
     return preds

@@ -27,12 +27,13 @@ from common.offline import cache_dir, read_cache
 from finetune.images import ImageStore
 
 GENERIC_CONTEXT = "No picture is available for this post."
-OFFLINE_VERSION = "offline-v1"
+OFFLINE_VERSION = "offline-v2"  # v2: JPEGs decoded at a reduced scale >= 224 px (ImageStore.decode_size)
 TOP_K, MIN_PROB = 3, 0.05  # the offline describer names the top_k ImageNet classes with p >= min_prob
 
 
 class ContextSource:
     name = "none"
+    image_size = -1  # the square side it resizes pictures to; -1: reads no picture; 0: reads them at full size
 
     def __init__(self):
         self.counts: Counter = Counter()
@@ -77,6 +78,7 @@ def _article(noun: str) -> str:
 
 class OfflineContext(ContextSource):
     """EfficientNet-Lite0 classes (+ faces, + detected objects) -> one descriptive sentence per image."""
+    CLASSIFIER_SIZE = 224  # EfficientNet-Lite0's own input size
 
     def __init__(self, top_k: int = TOP_K, min_prob: float = MIN_PROB, detector=None, batch_size: int = 32,
                  cache: Path | None = None, persist: bool = True):
@@ -89,6 +91,8 @@ class OfflineContext(ContextSource):
             tag += f"-top{top_k}-min{min_prob}"  # (the defaults keep the cache name every earlier run wrote)
         self.cache_path = cache or (cache_dir() / "contexts" / f"{hashlib.sha1(tag.encode()).hexdigest()[:12]}.json")
         self.cache: dict[str, str] = read_cache(self.cache_path, lambda v: isinstance(v, str))
+        faces = importlib.util.find_spec("facenet_pytorch") is not None
+        self.image_size = 0 if detector is not None or faces else self.CLASSIFIER_SIZE  # detectors: full picture
         self._vision = None
         self._faces = None
 
@@ -96,7 +100,7 @@ class OfflineContext(ContextSource):
         if self._vision is None:
             from common.zoo import build_vision_encoder
 
-            self._vision = build_vision_encoder("efficientnet-lite0").eval()
+            self._vision = build_vision_encoder("efficientnet-lite0", self.CLASSIFIER_SIZE).for_inference()
             if importlib.util.find_spec("facenet_pytorch") is not None:
                 from facenet_pytorch import MTCNN
 

@@ -12,7 +12,7 @@ import torch
 from common.fusion import FusionEncoder
 from finetune.batches import build_features
 from finetune.config import FinetuneConfig
-from finetune.context import build_context
+from finetune.context import ContextSource, build_context
 from finetune.examples import Split
 from finetune.images import STAND_IN, ImageStore, default_image
 from finetune.metrics import joint_scores, ner_scores, re_scores
@@ -37,6 +37,12 @@ def context_source(cfg: FinetuneConfig, persist: bool = True):
     """The run's context source; with data.image none there is no picture to describe (a file still applies)."""
     spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
     return build_context(spec, persist=persist, top_k=cfg.data.context_top_k, min_prob=cfg.data.context_min_prob)
+
+
+def decode_size(vision_size: int, ctx: ContextSource) -> int:
+    """The square side a store shared by the context source and the model decodes pictures at (ImageStore): the
+    larger of their input sizes; 0 (full size) when the context source reads whole pictures (a detector)."""
+    return 0 if ctx.image_size == 0 else max(vision_size, ctx.image_size)
 
 
 def decode_pictures(examples: list, store: ImageStore, preprocess, stand_in: torch.Tensor):
@@ -65,8 +71,9 @@ def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, cla
                   store_root: Path | None, pos_tagger: PosTagger) -> SplitData:
     """A split ready for training or evaluation; the same steps as prediction (Predictor.predict)."""
     examples = split.examples
-    store = ImageStore(store_root if cfg.data.image == "on" else None)
     ctx_source = context_source(cfg)
+    store = ImageStore(store_root if cfg.data.image == "on" else None,
+                       decode_size=decode_size(encoder.vision.image_size, ctx_source))
     contexts = ctx_source.describe([ex.image for ex in examples], store)
     images, _ = decode_pictures(examples, store, encoder.vision.preprocess,
                                 encoder.vision.preprocess(default_image()))

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from common.errors import DataError, MmieError
 from common.zoo import TextEncoder
@@ -38,6 +39,33 @@ def test_image_store_counts_missing_and_unreadable(synth_dir, tmp_path):
     store.open(name), store.open("nope.jpg")  # opened again (the context source and the trainer both open)
     assert store.report() == {"ok": 1, "missing": 1, "unreadable": 0}  # each distinct picture counted once
     assert ImageStore(None).open("x.jpg")[0].size == (224, 224)
+
+
+def test_image_store_decodes_a_large_jpeg_at_a_reduced_scale(tmp_path):
+    """decode_size: a JPEG comes back at the smallest 1/2^k scale still >= decode_size on both sides; other
+    formats and decode_size 0 at full size; the reduced picture is close to the full one after the model's
+    resize."""
+    from PIL import Image
+
+    from common.detector import build_detector
+    from common.zoo.vision import to_model_input
+    from finetune.splits import decode_size
+
+    rows = torch.linspace(0, 255, 1200)[:, None, None].expand(1200, 1600, 3)
+    big = Image.fromarray(rows.to(torch.uint8).numpy())
+    big.save(tmp_path / "big.jpg", quality=90)
+    big.save(tmp_path / "big.png")
+    full, _ = ImageStore(tmp_path).open("big.jpg")
+    small, status = ImageStore(tmp_path, decode_size=224).open("big.jpg")
+    assert status == "ok" and full.size == (1600, 1200) and small.size == (400, 300)  # 1/4: 1/8 would be 200 x 150
+    assert ImageStore(tmp_path, decode_size=224).open("big.png")[0].size == (1600, 1200)
+    a, b = (to_model_input(im, 224, (0.5,) * 3, (0.5,) * 3) for im in (full, small))
+    assert (a - b).abs().mean() < 0.02
+    # the store shared by the context source and the model decodes for the larger of the two; a context source
+    # that reads whole pictures (a detector) gets them whole
+    assert decode_size(128, build_context("offline")) == 224 and decode_size(384, build_context("offline")) == 384
+    assert decode_size(128, build_context("none")) == 128
+    assert decode_size(128, build_context("offline", detector=build_detector("crops"))) == 0
 
 
 def test_offline_context_describes_caches_and_falls_back(synth_dir, cache):

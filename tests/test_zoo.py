@@ -41,6 +41,23 @@ def test_efficientnet_ranks_real_photo():
     assert len(enc.categories) == 1000
 
 
+@pytest.mark.parametrize("size", [224, 128])
+def test_efficientnet_inference_copy_matches_eval_mode(size):
+    """for_inference folds every batch norm into its conv, moves symmetric paddings into the convs and goes
+    channels-last: the same features and logits as the eval-mode encoder, the original left trainable."""
+    enc = build_vision_encoder("efficientnet-lite0", image_size=size).eval()
+    fast = enc.for_inference()
+    x = enc.preprocess(Image.open(sample_photo()))[None]
+    with torch.no_grad():
+        for key, value in enc(x).items():
+            assert torch.allclose(fast(x)[key], value, atol=1e-4), key
+        assert torch.allclose(fast.classify(x), enc.classify(x), atol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules()) == 49  # the original is untouched
+    assert fast.net._conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.preprocess is not None and fast.image_size == size and fast.grid == enc.grid
+
+
 def test_efficientnet_other_size_changes_grid():
     enc = build_vision_encoder("efficientnet-lite0", image_size=128).eval()
     with torch.no_grad():
