@@ -162,6 +162,8 @@ def bench_task(task: str, data: Path, steps: int, overrides: list[str], tmp: Pat
     opt, sched = tr.optimizer(steps_per_epoch * t.epochs)
     gen = torch.Generator().manual_seed(0)
     bare = copy.deepcopy(tr.encoder.text).train()
+    if tr.encoder.cfg.fusion_init == "split":  # the bare step is the whole text encoder: its top layers back
+        bare.model.encoder.layer.extend(copy.deepcopy(tr.encoder.fusion))
     bare_opt = adamw(bare.parameters(), lr=t.encoder_lr, weight_decay=t.weight_decay)  # the trainer's AdamW
 
     def full_step(idx):

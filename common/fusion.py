@@ -28,7 +28,9 @@ class ModelConfig:
     vision: str = "efficientnet-lite0"  # efficientnet-lite0 | clip:<arch>[:<weights>] | patch[:<p>[:<dim>]]
     image_size: int = 224
     fusion_layers: int = 2
-    fusion_init: Literal["text-upper", "fresh"] = "text-upper"  # copy the text encoder's top layers, or new ones
+    fusion_init: Literal["text-upper", "fresh", "split"] = "text-upper"  # the fusion layers: copies of the text
+    # encoder's top layers stacked after it | new layers | split: the text encoder's top layers themselves, moved,
+    # so the text alone runs only its lower layers (ALBEF's split; the same depth as the text encoder, not more)
     freeze_vision: bool = False
 
 
@@ -51,6 +53,14 @@ class FusionEncoder(nn.Module):
         text_layers = self.text.model.encoder.layer
         if cfg.fusion_layers == 0:  # no joint layers: fuse() is the embedding step only (type/position + norm)
             self.fusion = nn.ModuleList()
+        elif cfg.fusion_init == "split":
+            if cfg.fusion_layers >= len(text_layers):
+                raise MmieError(f"model.fusion_init=split moves the text encoder's top model.fusion_layers="
+                                f"{cfg.fusion_layers} layers into the fusion; it has {len(text_layers)} (keep one)")
+            k = len(text_layers) - cfg.fusion_layers
+            self.fusion = nn.ModuleList(text_layers[k:])  # the same modules: pretrained, not copied
+            self.text.model.encoder.layer = nn.ModuleList(text_layers[:k])  # its config keeps the full depth, so
+            # an export rebuilds the whole encoder and splits it the same way
         elif cfg.fusion_init == "text-upper" and cfg.fusion_layers <= len(text_layers):
             self.fusion = nn.ModuleList(copy.deepcopy(text_layers[-cfg.fusion_layers:]))
         else:
@@ -63,10 +73,10 @@ class FusionEncoder(nn.Module):
 
     def pretrained_prefixes(self, under: str = "") -> tuple[str, ...]:
         """Name prefixes of the parameters that start from pretrained weights and so train at the encoder learning
-        rate: the text and vision encoders, and the fusion layers when they are copies of the text encoder's upper
+        rate: the text and vision encoders, and the fusion layers when they are (copies of) the text encoder's upper
         layers; `under` is this module's name in its parent (e.g. "encoder."). The projections, type and patch
         embeddings and fresh fusion layers train at the head learning rate, also when they come from an export."""
-        names = ("text.", "vision.") + (("fusion.",) if self.cfg.fusion_init == "text-upper" else ())
+        names = ("text.", "vision.") + (("fusion.",) if self.cfg.fusion_init != "fresh" else ())
         return tuple(under + n for n in names)
 
     @property
@@ -87,8 +97,13 @@ class FusionEncoder(nn.Module):
 
         B, T, _ = text_tokens.shape
         img = torch.cat([image_cls[:, None], image_patches], 1) + self.patch_pos  # (B, 1 + P, D)
-        x = torch.cat([text_tokens + self.type_emb.weight[0], img + self.type_emb.weight[1]], 1)  # (B, L, D)
-        x = self.fusion_norm(x)
+        if self.cfg.fusion_init == "split":  # the text states go on into the encoder's own upper layers exactly as
+            # the lower layers left them (no type embedding, no second norm), so at the start the text path is
+            # the pretrained encoder; only the image tokens are embedded and normed to meet them
+            x = torch.cat([text_tokens, self.fusion_norm(img + self.type_emb.weight[1])], 1)  # (B, L, D)
+        else:
+            x = torch.cat([text_tokens + self.type_emb.weight[0], img + self.type_emb.weight[1]], 1)  # (B, L, D)
+            x = self.fusion_norm(x)
         mask = torch.cat([text_mask, text_mask.new_ones(B, img.shape[1])], 1)  # (B, L)
         attn = create_bidirectional_mask(config=self.text.model.config, inputs_embeds=x, attention_mask=mask)
         for layer in self.fusion:

@@ -34,7 +34,7 @@ def test_losses_finite_without_matched_pairs_or_boxes():
     assert math.isfinite(cir_loss(torch.randn(4, 7), torch.softmax(torch.randn(4, 7), -1)).item())
 
 
-@pytest.mark.parametrize("fusion_init,at_encoder_lr", [("text-upper", True), ("fresh", False)])
+@pytest.mark.parametrize("fusion_init,at_encoder_lr", [("text-upper", True), ("fresh", False), ("split", True)])
 def test_fusion_layers_copied_from_the_text_encoder_train_at_the_encoder_lr(fusion_init, at_encoder_lr):
     from common.fusion import ModelConfig
     from pretrain.config import LossConfig
@@ -47,6 +47,28 @@ def test_fusion_layers_copied_from_the_text_encoder_train_at_the_encoder_lr(fusi
     fusion = next(p for n, p in task.named_parameters() if n.startswith("encoder.fusion.") and p.ndim == 2)
     assert lr_of[id(fusion)] == (3e-5 if at_encoder_lr else 3e-4)
     assert lr_of[id(task.encoder.vision_proj.weight)] == 3e-4  # new projections always at the head lr
+
+
+def test_split_fusion_moves_the_text_encoders_top_layers_and_survives_export(tmp_path):
+    """fusion_init=split: the fusion layers are the text encoder's own top layers (not copies), the text alone
+    runs the lower ones, the text states enter the fusion untouched, and an export loads back to the same model."""
+    from common.fusion import ModelConfig
+    from common.zoo import TextEncoder
+
+    whole = TextEncoder("minilm-l6")
+    top = whole.model.encoder.layer[-2:]
+    enc = FusionEncoder(ModelConfig(vision="patch", image_size=32, fusion_layers=2, fusion_init="split"),
+                        text=whole).eval()
+    assert len(enc.text.model.encoder.layer) == 4 and all(a is b for a, b in zip(enc.fusion, top))
+    batch = enc.tokenizer(["Obama visits Paris", "a dog"], padding=True, return_tensors="pt")
+    image = torch.zeros(2, 3, 32, 32)
+    with torch.no_grad():
+        out = enc(batch["input_ids"], batch["attention_mask"], image)
+        again = FusionEncoder.from_export(enc.export(tmp_path / "split")).eval()
+        assert torch.equal(again(batch["input_ids"], batch["attention_mask"], image)["fused"], out["fused"])
+    assert len(again.text.model.encoder.layer) == 4 and len(again.fusion) == 2
+    with pytest.raises(MmieError, match="fusion_init=split"):
+        FusionEncoder(ModelConfig(vision="patch", image_size=32, fusion_layers=6, fusion_init="split"))
 
 
 def test_cit_is_symmetric_infonce_over_matched_pairs():
