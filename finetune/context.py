@@ -88,7 +88,7 @@ class OfflineContext(ContextSource):
         self.top_k, self.min_prob, self.detector, self.batch_size = top_k, min_prob, detector, batch_size
         tag = OFFLINE_VERSION + (f"-{detector.name}" if detector is not None else "")
         if (top_k, min_prob) != (TOP_K, MIN_PROB):  # other settings, other descriptions: their own cache file
-            tag += f"-top{top_k}-min{min_prob}"  # (the defaults keep the cache name every earlier run wrote)
+            tag += f"-top{top_k}-min{min_prob}"  # (the defaults keep the plain name of the version)
         self.cache_path = cache or (cache_dir() / "contexts" / f"{hashlib.sha1(tag.encode()).hexdigest()[:12]}.json")
         self.cache: dict[str, str] = read_cache(self.cache_path, lambda v: isinstance(v, str))
         faces = importlib.util.find_spec("facenet_pytorch") is not None

@@ -11,11 +11,11 @@ A post without a readable picture gets the grey stand-in's embedding (counted in
 from __future__ import annotations
 
 import hashlib
-import os
 
 import torch
 from tqdm import tqdm
 
+from common.atomic import atomic_write
 from common.errors import MmieError
 from common.offline import cache_dir
 from finetune.images import ImageStore, default_image
@@ -57,7 +57,7 @@ def _compute(spec: str, texts: list[str], names: list[str], store: ImageStore) -
 def teacher_embeddings(spec: str, texts: list[str], names: list[str], store: ImageStore,
                        persist: bool = True) -> torch.Tensor:
     """(N, 2, Dt): row i = [teacher text embedding, teacher image embedding] of post i."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     path = cache_dir() / "teacher" / f"{_key(spec, texts, names, store)}.safetensors"
     if path.is_file():
@@ -69,10 +69,7 @@ def teacher_embeddings(spec: str, texts: list[str], names: list[str], store: Ima
             pass
     out = _compute(spec, texts, names, store)
     if persist:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"signal": out.contiguous()}, str(tmp))
-        tmp.replace(path)
+        atomic_write(path, lambda f: f.write(save({"signal": out.contiguous()})))
     return out
 
 

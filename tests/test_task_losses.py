@@ -171,3 +171,19 @@ def test_image_none_means_no_picture_and_no_picture_context():
     examples = [Example(uid=str(i), tokens=["a"], image=f"{i}.jpg") for i in range(3)]
     images, status = decode_pictures(examples, ImageStore(None), lambda img: torch.ones(3, 8, 8), stand_in)
     assert all(images[ex.image] is stand_in for ex in examples) and set(status.values()) == {"missing"}
+
+
+def test_teacher_signal_is_cached_atomically_and_read_back(tmp_path, monkeypatch):
+    """IMM's pseudo-signal (label-bridge teacher) is computed once per dataset, written atomically into the cache
+    (no temp file left) and read back equal; a damaged cache file is recomputed, not a crash."""
+    from finetune.images import ImageStore
+    from finetune.teacher_signal import teacher_embeddings
+
+    monkeypatch.setenv("MMIE_CACHE", str(tmp_path / "cache"))
+    texts, names = ["Obama visits Paris", "a dog in the park"], ["", "missing.jpg"]
+    first = teacher_embeddings("label-bridge", texts, names, ImageStore(None))
+    files = list((tmp_path / "cache" / "teacher").iterdir())
+    assert first.shape[:2] == (2, 2) and [f.suffix for f in files] == [".safetensors"]
+    assert torch.equal(teacher_embeddings("label-bridge", texts, names, ImageStore(None)), first)
+    files[0].write_bytes(b"garbage")
+    assert torch.equal(teacher_embeddings("label-bridge", texts, names, ImageStore(None)), first)
