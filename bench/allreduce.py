@@ -26,7 +26,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 import common  # noqa: E402,F401
-from pretrain.engine import free_port  # noqa: E402
+from common.ports import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

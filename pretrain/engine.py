@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import torch
 
 from common.errors import ConfigError
+from common.ports import free_port
 from pretrain.config import PretrainConfig
 
 ENGINE_ONLY = ("zero_optimization", "bf16", "fp16", "activation_checkpointing", "communication_data_type",
                "zero_allow_untested_optimizer", "flops_profiler", "aio", "data_types")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def init_distributed(timeout_s: int = 600) -> tuple[int, int, torch.device]:

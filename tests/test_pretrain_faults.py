@@ -3,19 +3,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from common.ports import free_port
 from tests.test_pretrain import REPO, common_args, run_pretrain
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_rank(rank: int, world: int, port: int, args: list[str], log: Path) -> subprocess.Popen:

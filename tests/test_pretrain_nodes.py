@@ -3,22 +3,16 @@ and 1, one CPU rank each, loopback only) train exactly as one launcher with two 
 step), and a run resumed from the two-node checkpoint continues the same sample stream with the same losses."""
 import json
 import shutil
-import socket
 import subprocess
 
 import pytest
 
+from common.ports import free_port
 from tests.test_pretrain import REPO, VENV_BIN, common_args, run_pretrain
 
 TERMS = ("train/loss", "train/itm_loss", "train/cit_loss", "train/coe_loss", "train/cir_loss", "train/mlm_loss")
 EXTRA = ["train.steps=4", "train.log_every=1", "train.eval_every=0", "train.ckpt_every=2",
          "deepspeed=pretrain/configs/ds/zero2.json", "data.audit_keys=true"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def losses(mlruns):

@@ -3,7 +3,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
+from common.ports import free_port
 from helpers.tiny_run import tiny_run
 
 
@@ -82,12 +82,6 @@ def test_relation_model_takes_spans_and_refuses_spans_out_of_range(synth_dir, tm
     with pytest.raises(MlflowException, match="outside the 3 words") as e:
         model.predict(pd.DataFrame([{"text": "a b c", "head": [0, 1], "tail": [2, 9]}]))
     assert e.value.error_code == "INVALID_PARAMETER_VALUE"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post_json(port, body) -> tuple[int, dict]:

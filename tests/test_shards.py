@@ -2,7 +2,6 @@
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 from common.errors import DataError, MmieError
+from common.ports import free_port
 from common.zoo.text import TextEncoder
 from pretrain.data import (Collate, EpochStages, ImageSpec, box_patch_mask, build_pipeline, make_loader,
                            read_shard_dir)
@@ -193,12 +193,6 @@ def test_box_patch_mask():
     boxes = torch.tensor([[0, 0, 64, 64], [0, 0, 32, 32], [40, 40, 44, 44]], dtype=torch.float32)
     m = box_patch_mask(boxes, 64, 64, (2, 2))
     assert m.tolist() == [[True] * 4, [True, False, False, False], [False, False, False, True]]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_ranks_read_disjoint_samples_covering_the_set(shards, tmp_path):
