@@ -26,7 +26,7 @@ class ImageStore:
         decode_size: the largest square side any reader of the store resizes pictures to (0: decode at full
         size). A JPEG is then decoded at the smallest 1/2, 1/4 or 1/8 scale still at least that large on both
         sides (libjpeg's DCT scaling, PIL's `draft`), so a phone photo is not decoded at 12 MP to become a
-        224 px input: 1600 x 1200 decode + both resizes 43.0 -> 12.6 ms (BENCHMARKS.md, "Prediction")."""
+        224 px input: 1600 x 1200 decode + both resizes 34.5 -> 12.5 ms (BENCHMARKS.md, "Prediction")."""
         self.root = Path(root) if root else None
         self.decode_size = decode_size
         self.counts: Counter = Counter()  # "ok" | "missing" | "unreadable"
