@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import common  # noqa: E402,F401
+from timing import median_ms  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # stage -> the function whose cumulative time it is (module path fragment, function name)
@@ -77,17 +78,6 @@ def picture(tmp: Path) -> Path:
     path = tmp / "photo.jpg"
     Image.fromarray(pixels).save(path, "JPEG", quality=90)
     return path
-
-
-def median_ms(fn, repeats: int = 30) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return round(1000 * statistics.median(times), 2)
 
 
 @torch.no_grad()
