@@ -101,7 +101,7 @@ class EfficientNetLite0(VisionEncoder):
         """A copy for prediction: every batch norm folded into the convolution before it (its running statistics
         and affine become the conv's weight and bias), symmetric zero paddings moved into their convolutions, the
         ReLU6s in place, and the weights channels-last. Outputs equal the eval-mode encoder's within 1.3e-5; a
-        forward at 224 px takes about half the time on this CPU (BENCHMARKS.md, "Prediction"). Not trainable as
+        forward at 224 px takes ~0.6x the time on this CPU (BENCHMARKS.md, "Prediction"). Not trainable as
         an EfficientNet any more: the batch norms are gone."""
         from torch.nn.utils.fusion import fuse_conv_bn_weights
 
