@@ -12,8 +12,8 @@ from common.labels import IGNORE
 from finetune.examples import MARKERS, Example
 from finetune.images import STAND_IN
 from finetune.labels import NER_TAGS
-from finetune.pos import POS_INDEX
-from finetune.shape import shape_ids
+from finetune.pos import ENT_INDEX, POS_INDEX
+from finetune.shape import char_ids, shape_ids
 from finetune.subwords import encode_batch, truncation_report
 from finetune.wordpair import encode_joint
 
@@ -70,6 +70,8 @@ class Features:
     labels: object  # mner: tag ids; mre: relation id; mjere: (W, W) grid
     pair: tuple[int, int] = (0, 0)  # mre: (head marker, tail marker) word indices
     extra: dict = field(default_factory=dict)
+    ents: list[int] = field(default_factory=list)  # head.spacy_entities: spaCy's entity tag id per word
+    chars: list[list[int]] = field(default_factory=list)  # head.char_dim > 0: each word's character ids
 
     @property
     def n_words(self) -> int:
@@ -79,17 +81,25 @@ class Features:
 
 def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list[list[str]], contexts: list[str],
                    max_length: int, classes: list[str], markers: str = "tokens",
-                   max_context_length: int = 128) -> tuple[list[Features], dict]:
+                   max_context_length: int = 128, ent_tags: list[list[str]] | None = None,
+                   chars: bool = False) -> tuple[list[Features], dict]:
+    """ent_tags: spaCy's entity tag per word (PosTagger.entities), or None; chars: also each word's characters."""
     if task == "mre":
         marked = [mark_pair(ex) for ex in examples]
         words = [m[0] for m in marked]
-        pos = []
-        for (w, _, _), tags in zip(marked, pos_tags):
-            it = iter(tags)
-            pos.append([POS_INDEX["PUNCT"] if x in MARKERS else POS_INDEX.get(next(it), 0) for x in w])
+
+        def per_word(tags_of, marker_tag, index):  # the markers get marker_tag, the dataset's words their own tags
+            out = []
+            for (w, _, _), tags in zip(marked, tags_of):
+                it = iter(tags)
+                out.append([index[marker_tag] if x in MARKERS else index.get(next(it), 0) for x in w])
+            return out
+        pos = per_word(pos_tags, "PUNCT", POS_INDEX)
+        ents = per_word(ent_tags, "O", ENT_INDEX) if ent_tags is not None else None
     else:
         words = [ex.tokens for ex in examples]
         pos = [[POS_INDEX.get(p, 0) for p in tags] for tags in pos_tags]
+        ents = [[ENT_INDEX.get(t, 0) for t in tags] for tags in ent_tags] if ent_tags is not None else None
     if task == "mre":
         table = register_markers(tokenizer, markers)
         pieces = [[table.get(x, x) for x in w] for w in words]
@@ -103,7 +113,8 @@ def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list
         report.update(contexts_truncated=len(cut), context_subtokens_cut=sum(cut))
     feats = []
     for i, (ex, enc) in enumerate(zip(examples, encoded)):
-        f = Features(enc.input_ids, enc.n_text, enc.word_start, pos[i], shape_ids(words[i]), ex.image, None)
+        f = Features(enc.input_ids, enc.n_text, enc.word_start, pos[i], shape_ids(words[i]), ex.image, None,
+                     ents=ents[i] if ents is not None else [], chars=char_ids(words[i]) if chars else [])
         if task == "mner":
             f.labels = [NER_TAGS.index(t) for t in ex.tags]
         elif task == "mre":
@@ -154,6 +165,18 @@ def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int,
              "word_index": word_index, "word_mask": word_mask, "pos": pos, "shape": shape,
              "images": torch.stack(pictures), "stand_in": torch.tensor([p is stand_in for p in pictures]),
              "image_index": torch.tensor([slots[id(images[f.image])] for f in feats])}
+    if feats[0].ents:
+        ents = torch.zeros(N, W, dtype=torch.long)
+        for i, f in enumerate(feats):
+            ents[i, :f.n_words] = torch.tensor(f.ents[:f.n_words])
+        batch["ents"] = ents
+    if feats[0].chars:
+        C = max(len(c) for f in feats for c in f.chars[:max(f.n_words, 1)])
+        chars = torch.zeros(N, W, C, dtype=torch.long)
+        for i, f in enumerate(feats):
+            for j, c in enumerate(f.chars[:f.n_words]):
+                chars[i, j, :len(c)] = torch.tensor(c)
+        batch["chars"] = chars
     if task == "mner":
         tags = torch.zeros(N, W, dtype=torch.long)
         for i, f in enumerate(feats):

@@ -82,6 +82,8 @@ class HeadConfig:
     hidden: int = 512
     pos_dim: int = 100  # part-of-speech (+ word-shape) embedding
     word_shape: bool = True  # embed each word's casing/shape (the uncased encoder cannot see it)
+    spacy_entities: bool = False  # embed spaCy's entity guess per word (BIO over OntoNotes types; finetune/pos.py)
+    char_dim: int = 0  # > 0: a character CNN over each cased word (this many filters, width 3, max-pooled); 0: off
     position_dim: int = 100
     max_positions: int = 256  # word-position embeddings; later words share the last one
     lam: float = 1.0  # lambda of the word-pair contrastive decoding
@@ -94,7 +96,8 @@ class HeadConfig:
     tune_none: bool = True  # MRE/MJERE: choose on dev the margin by which `None` must win (calibration.py)
 
     def __post_init__(self):
-        check_ranges("head", self, {"hidden": (1, None), "pos_dim": (1, None), "position_dim": (1, None),
+        check_ranges("head", self, {"hidden": (1, None), "pos_dim": (1, None), "char_dim": (0, None),
+                                    "position_dim": (1, None),
                                     "max_positions": (1, None), "dropout": (0.0, 0.99), "none_weight": (1e-6, None)})
 
 

@@ -11,9 +11,27 @@ from finetune import calibration
 from finetune.config import FinetuneConfig
 from finetune.crf import CRF
 from finetune.fusions import build_fusion, masked_mean
-from finetune.pos import UPOS
-from finetune.shape import SHAPES
+from finetune.pos import ENT_TAGS, UPOS
+from finetune.shape import CHAR_VOCAB, SHAPES
 from finetune.wordpair import WordPairHead, decode_joint, grid_loss
+
+
+class CharCNN(nn.Module):
+    """Ma & Hovy (2016)'s character CNN: 30-d character embeddings, `filters` convolutions of width 3, max-pooled
+    over the word's characters, projected to `out` (the form space): (N, W, C) ids -> (N, W, out)."""
+
+    def __init__(self, filters: int, out: int, char_dim: int = 30):
+        super().__init__()
+        self.emb = nn.Embedding(CHAR_VOCAB, char_dim, padding_idx=0)
+        self.conv = nn.Conv1d(char_dim, filters, 3, padding=1)
+        self.proj = nn.Linear(filters, out)
+
+    def forward(self, chars: torch.Tensor) -> torch.Tensor:
+        N, W, C = chars.shape
+        x = self.conv(self.emb(chars.view(N * W, C)).transpose(1, 2))  # (N*W, filters, C)
+        x = x.masked_fill((chars.view(N * W, 1, C) == 0), float("-inf")).amax(-1)  # padding never wins the max
+        x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))  # padded words (no characters) -> 0
+        return self.proj(x).view(N, W, -1)
 
 
 class Extractor(nn.Module):
@@ -25,9 +43,12 @@ class Extractor(nn.Module):
         self._stand_in: tuple | None = None  # (picture shape + vision versions, stand-in vision features)
         self.align_t, self.align_c, self.align_v = (nn.Linear(D, a.proj_dim) for _ in range(3))
         self.dropout = nn.Dropout(h.dropout)
-        # a word's form: its part of speech plus (head.word_shape) its casing/shape, summed in one embedding space
+        # a word's form: its part of speech plus (head.word_shape) its casing/shape, (head.spacy_entities) spaCy's
+        # entity guess and (head.char_dim) a character CNN over the cased word, summed in one embedding space
         self.pos_emb = nn.Embedding(len(UPOS) + 1, h.pos_dim, padding_idx=0)
         self.shape_emb = nn.Embedding(len(SHAPES), h.pos_dim, padding_idx=0) if h.word_shape else None
+        self.ent_emb = nn.Embedding(len(ENT_TAGS) + 1, h.pos_dim, padding_idx=0) if h.spacy_entities else None
+        self.char_cnn = CharCNN(h.char_dim, h.pos_dim) if h.char_dim else None
         if self.task == "mner":
             self.position_emb = nn.Embedding(h.max_positions, h.position_dim)
             self.emit = nn.Sequential(nn.Linear(D + h.pos_dim + h.position_dim, h.hidden), nn.GELU(),
@@ -101,7 +122,13 @@ class Extractor(nn.Module):
 
     def form(self, batch: dict) -> torch.Tensor:
         form = self.pos_emb(batch["pos"])  # (N, W, pos_dim)
-        return form if self.shape_emb is None else form + self.shape_emb(batch["shape"])
+        if self.shape_emb is not None:
+            form = form + self.shape_emb(batch["shape"])
+        if self.ent_emb is not None:
+            form = form + self.ent_emb(batch["ents"])
+        if self.char_cnn is not None:
+            form = form + self.char_cnn(batch["chars"])
+        return form
 
     def emissions(self, words: torch.Tensor, batch: dict) -> torch.Tensor:
         W = words.shape[1]

@@ -40,3 +40,12 @@ def word_shape(word: str) -> str:
 
 def shape_ids(words: list[str]) -> list[int]:
     return [SHAPE_INDEX[word_shape(w)] for w in words]
+
+
+CHAR_VOCAB = 1024  # character ids: 0 padding, 1 any character past U+03FD, else the code point + 2
+MAX_CHARS = 20  # characters read per word (head.char_dim): a longer word keeps its first 20
+
+
+def char_ids(words: list[str], max_chars: int = MAX_CHARS) -> list[list[int]]:
+    """Each word's characters as ids for the character CNN (the model's head.char_dim), at most max_chars, cased."""
+    return [[ord(c) + 2 if ord(c) + 2 < CHAR_VOCAB else 1 for c in w[:max_chars]] or [1] for w in words]
