@@ -103,6 +103,56 @@ def test_pos_tags_align_to_dataset_tokens(cache):
     assert all(i > 0 for i in tagger.ids(sents)[1])
 
 
+def test_spacy_entity_tags_align_to_words_and_are_cached(cache):
+    """head.spacy_entities: one BIO tag over spaCy's types per dataset word, cached beside the POS tags; MRE's
+    entity markers get "O"; collate pads them with 0 like the POS ids."""
+    from finetune.batches import collate
+    from finetune.images import STAND_IN
+    from finetune.pos import ENT_INDEX
+
+    sents = [["Barack", "Obama", "visited", "New", "York", "on", "Monday"], ["it", "rains"]]
+    tags = PosTagger().entities(sents)
+    assert [len(t) for t in tags] == [7, 2] and tags[1] == ["O", "O"]
+    assert tags[0][:2] == ["B-PERSON", "I-PERSON"] and tags[0][3:5] == ["B-GPE", "I-GPE"]
+    assert (cache / "pos" / "auto.ents.json").is_file() and PosTagger().entities(sents) == tags  # from the cache
+    assert PosTagger().tag(sents)[0][0] == "PROPN"  # the POS cache is its own file
+
+    tok = TextEncoder("minilm-l6").tokenizer
+    ex = Example("x:1", sents[0], "", tags=["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O"])
+    (f, g), _ = build_features("mner", [ex, Example("x:2", sents[1], "", tags=["O", "O"])], tok,
+                               PosTagger().tag(sents), ["", ""], 64, [], ent_tags=tags, chars=True)
+    assert f.ents == [ENT_INDEX[t] for t in tags[0]] and 0 not in f.ents
+    assert f.chars[0] == [ord(c) + 2 for c in "Barack"]  # cased characters
+    batch = collate([f, g], {"": torch.zeros(3, 8, 8), STAND_IN: torch.zeros(3, 8, 8)}, 0, "mner")
+    assert batch["ents"].shape == (2, 7) and batch["ents"][1, 2:].eq(0).all()
+    assert batch["chars"].shape == (2, 7, 7) and batch["chars"][1, 0, :2].tolist() == [ord("i") + 2, ord("t") + 2]
+
+    from finetune.examples import Triple
+    mre = Example("x:3", sents[0], "", triples=[Triple(Span(0, 2), Span(3, 5), "None")])
+    (m,), _ = build_features("mre", [mre], tok, PosTagger().tag(sents[:1]), [""], 64, ["None"], ent_tags=tags[:1])
+    t = tags[0]  # <h> Barack Obama </h> visited <t> New York </t> on Monday: the markers are "O"
+    assert m.ents == [ENT_INDEX[x] for x in ["O", *t[:2], "O", t[2], "O", *t[3:5], "O", *t[5:]]]
+
+
+def test_char_cnn_ignores_padding():
+    """A word's character-CNN vector does not depend on how far its row or its characters were padded; a padded
+    word position (no characters) gives the projection's bias alone."""
+    from finetune.model import CharCNN
+    from finetune.shape import char_ids
+
+    torch.manual_seed(0)
+    cnn = CharCNN(16, 8)
+    ids = char_ids(["Jordan", "#NWM7", "x" * 40])
+    assert len(ids[2]) == 20 and char_ids([""]) == [[1]]
+    short = torch.zeros(1, 3, 20, dtype=torch.long)
+    for j, c in enumerate(ids):
+        short[0, j, :len(c)] = torch.tensor(c)
+    long = torch.cat([torch.nn.functional.pad(short, (0, 5)), torch.zeros(1, 2, 25, dtype=torch.long)], 1)
+    a, b = cnn(short), cnn(long)
+    assert torch.allclose(a, b[:, :3], atol=1e-6)
+    assert torch.allclose(b[0, 3], cnn.proj.bias) and not torch.allclose(a[0, 0], a[0, 1])
+
+
 def test_subword_alignment_and_truncation_report():
     tok = TextEncoder("minilm-l6").tokenizer
     ex = Example("x:1", ["Jordan", "Hendersonville", "\u200b", "wins", "Champions", "League"], "x.jpg",

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from finetune import task
-from finetune.config import AlignConfig, FinetuneConfig, FusionConfig
+from finetune.config import AlignConfig, FinetuneConfig, FusionConfig, HeadConfig
 
 
 def test_kl_to_signal_is_zero_when_p_equals_q_and_positive_otherwise():
@@ -106,8 +106,10 @@ def test_finetune_parameter_groups_and_schedule():
     assert {g["name"]: g["lr"] for g in opt2.param_groups}["vision/no_decay"] == 7e-5
 
 
-@pytest.mark.parametrize("kind", ["adaptive", "mgi", "imm"])
-def test_a_saved_model_predicts_exactly_what_it_predicted_before_saving(kind, tmp_path):
+@pytest.mark.parametrize("kind,form", [("adaptive", False), ("mgi", False), ("imm", False), ("adaptive", True)])
+def test_a_saved_model_predicts_exactly_what_it_predicted_before_saving(kind, form, tmp_path):
+    """form: with the optional word-form features (spaCy's entity tags, the character CNN), which must also reach
+    the emissions."""
     from common.fusion import FusionEncoder, ModelConfig
     from finetune.batches import Features, collate
     from finetune.checkpoint import load_model_dir, save_model_dir
@@ -116,7 +118,8 @@ def test_a_saved_model_predicts_exactly_what_it_predicted_before_saving(kind, tm
 
     torch.manual_seed(0)
     cfg = FinetuneConfig(fusion=FusionConfig(kind=kind, heads=4, isa_layers=1, ia_layers=1),
-                         model=ModelConfig(vision="patch:16:32", image_size=32, fusion_layers=1))
+                         model=ModelConfig(vision="patch:16:32", image_size=32, fusion_layers=1),
+                         head=HeadConfig(spacy_entities=form, char_dim=8 if form else 0))
     enc = FusionEncoder(cfg.model)
     classes = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     model = Extractor(enc, cfg, classes).train()
@@ -124,7 +127,8 @@ def test_a_saved_model_predicts_exactly_what_it_predicted_before_saving(kind, tm
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     images = {STAND_IN: torch.zeros(3, 32, 32), "a.jpg": torch.rand(3, 32, 32)}
-    feats = [Features([101, 2000 + i, 2001, 2002, 102], 5, [1, 2, 3], [1, 1, 1], [2, 2, 2], "a.jpg", [0, 0, 0])
+    feats = [Features([101, 2000 + i, 2001, 2002, 102], 5, [1, 2, 3], [1, 1, 1], [2, 2, 2], "a.jpg", [0, 0, 0],
+                      ents=[1, 2, 3] if form else [], chars=[[70 + i, 71], [72], [73, 74, 75]] if form else [])
              for i in range(4)]
     batch = collate(feats, images, 0, "mner")
     model.eval()
@@ -134,6 +138,10 @@ def test_a_saved_model_predicts_exactly_what_it_predicted_before_saving(kind, tm
     loaded, loaded_cfg = load_model_dir(tmp_path / "model")
     assert loaded_cfg.fusion == cfg.fusion and loaded.predict(batch) == before
     assert torch.equal(loaded.emissions(loaded.features(batch)["words"], batch), emissions)
+    if form:  # other entity tags, other characters: other emissions
+        for key in ("ents", "chars"):
+            other = dict(batch, **{key: batch[key].flip(1)})
+            assert not torch.allclose(model.emissions(model.features(other)["words"], other), emissions)
 
 
 def test_align_methods_infonce_and_none():
