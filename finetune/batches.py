@@ -171,12 +171,9 @@ def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int,
             ents[i, :f.n_words] = torch.tensor(f.ents[:f.n_words])
         batch["ents"] = ents
     if feats[0].chars:
-        C = max(len(c) for f in feats for c in f.chars[:max(f.n_words, 1)])
-        chars = torch.zeros(N, W, C, dtype=torch.long)
-        for i, f in enumerate(feats):
-            for j, c in enumerate(f.chars[:f.n_words]):
-                chars[i, j, :len(c)] = torch.tensor(c)
-        batch["chars"] = chars
+        C = max((len(c) for f in feats for c in f.chars[:f.n_words]), default=1)
+        batch["chars"] = torch.tensor([[c + [0] * (C - len(c)) for c in f.chars[:f.n_words]]
+                                       + [[0] * C] * (W - f.n_words) for f in feats], dtype=torch.long)
     if task == "mner":
         tags = torch.zeros(N, W, dtype=torch.long)
         for i, f in enumerate(feats):
