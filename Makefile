@@ -63,8 +63,8 @@ demo: $(STAMP)
 	$(PY) -m common.summary $(DEMO)
 
 # A small Ray Tune sweep over alpha, beta, K on the demo's synthetic tweets: 4 trials trained like the demo's
-# fine-tuning runs (600 tweets, up to 3 epochs), so their dev F1 compares with those runs'; ASHA may stop weak
-# trials early.
+# fine-tuning runs (600 tweets, up to 3 epochs), so their dev F1 compares with those runs'; the first trial runs the
+# config's own alpha, beta, K (tune.py --start config), three are drawn; ASHA may stop weak trials early.
 sweep-demo: $(STAMP)
 	@mkdir -p $(RAY_HOME) && echo '{}' > $(RAY_HOME)/ray_bootstrap_config.yaml
 	HOME=$(RAY_HOME) $(LOOPBACK) $(PY) sweeps/tune.py --task mner --data $(DEMO)/data/twitter \

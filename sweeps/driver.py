@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from common.config import load_config
+from common.config import flatten, load_config
 from common.errors import MmieError
 from sweeps.space import METRIC
 
@@ -25,6 +25,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=6, help="trials (per grid point, for grid spaces)")
     p.add_argument("--epochs", type=int, default=2, help="max epochs per trial (ASHA's max_t)")
     p.add_argument("--grace", type=int, default=1, help="ASHA grace period in epochs")
+    p.add_argument("--start", choices=["config", "random"], default="config",
+                   help="config: the first trial takes the config's own values of the swept keys (one of the "
+                        "samples), so the sweep's best is never a worse setting than the plain run's; random: every "
+                        "trial is drawn (a space with grid keys is always drawn)")
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--gpus-per-trial", type=float, default=0)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     base_overrides = [f"task={a.task!r}", f"data.dir={absolute(a.data)!r}",
                       f"init={a.init if a.init == 'none' else absolute(a.init)!r}",
                       f"train.epochs={a.epochs}", f"experiment={a.experiment!r}"] + list(a.overrides)
-    load_config(FinetuneConfig, a.config, base_overrides)  # fail fast on a bad override
+    start = flatten(load_config(FinetuneConfig, a.config, base_overrides))  # fails fast on a bad override
+    start = {k: start[k] for k in space} if a.start == "config" else None
     name = a.name or f"sweep-{a.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = Path(absolute(a.storage))
     tracking = a.tracking_uri if is_store_uri(a.tracking_uri) or a.tracking_uri == "none" else \
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
              configure_logging=False, log_to_driver=False)
     status = "FINISHED"
     try:
-        grid = make_tuner(a, space, base, name, storage).fit()
+        grid = make_tuner(a, space, base, name, storage, start).fit()
         report(grid, space, storage / name, name, parent)
     except BaseException:
         status = "FAILED"
@@ -148,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def make_tuner(a, space: dict, base: dict, name: str, storage: Path):
-    """A new Tuner (ASHA on dev F1 over `space`), or the named experiment restored from `storage` (--resume)."""
+def make_tuner(a, space: dict, base: dict, name: str, storage: Path, start: dict | None = None):
+    """A new Tuner (ASHA on dev F1 over `space`; `start`: the values of the first trial, unless the space has grid
+    keys), or the named experiment restored from `storage` (--resume)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=base),
                                     {"cpu": a.cpus_per_trial, "gpu": a.gpus_per_trial})
@@ -164,9 +171,11 @@ def make_tuner(a, space: dict, base: dict, name: str, storage: Path):
                                 failure_config=tune.FailureConfig(max_failures=a.max_failures))
     scheduler = ASHAScheduler(max_t=a.epochs, grace_period=min(a.grace, a.epochs), reduction_factor=2,
                               time_attr="epoch")
+    grid = any(isinstance(v, dict) and "grid_search" in v for v in space.values())
+    search = BasicVariantGenerator(points_to_evaluate=[start] if start and not grid else None)
     return tune.Tuner(trainable, param_space=space, run_config=run_config,
                       tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=a.samples,
-                                                  scheduler=scheduler))
+                                                  scheduler=scheduler, search_alg=search))
 
 
 def report(grid, space: dict, out: Path, name: str, parent) -> None:

@@ -47,6 +47,9 @@ def test_four_trial_sweep_with_asha_mlflow_and_a_retried_failure(synth_dir, tmp_
     (parent,) = [x for x in runs if "mlflow.parentRunId" not in x.data.tags]
     trials = [x for x in runs if x.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(trials) == 4 and parent.info.status == "FINISHED"
+    start = [t for t in trials if (t.data.params["align.alpha"], t.data.params["align.beta"],
+                                   t.data.params["align.k"]) == ("0.2", "0.2", "3")]
+    assert len(start) == 1  # --start config (the default): one trial runs the config's own alpha, beta, K
     for t in trials:
         assert {"align.alpha", "align.beta", "align.k"} <= set(t.data.params)
         history = client.get_metric_history(t.info.run_id, "dev/f1")
