@@ -2,6 +2,7 @@
 shared machine), and the median of N (what a typical call costs, as a latency)."""
 from __future__ import annotations
 
+import statistics
 import time
 
 
@@ -24,6 +25,4 @@ def median_ms(fn, repeats: int = 30, warmup: int = 3) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    times.sort()
-    mid = len(times) // 2
-    return round(1000 * (times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2), 2)
+    return round(1000 * statistics.median(times), 2)

@@ -144,6 +144,7 @@ def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int,
     word_mask = torch.zeros(N, W, dtype=torch.bool)
     pos = torch.zeros(N, W, dtype=torch.long)
     shape = torch.zeros(N, W, dtype=torch.long)
+    ents = torch.zeros(N, W, dtype=torch.long) if feats[0].ents else None  # head.spacy_entities
     for i, f in enumerate(feats):
         n, w = len(f.input_ids), f.n_words
         input_ids[i, :n] = torch.tensor(f.input_ids)
@@ -154,6 +155,8 @@ def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int,
         word_mask[i, :w] = True
         pos[i, :w] = torch.tensor(f.pos[:w])
         shape[i, :w] = torch.tensor(f.shape[:w])
+        if ents is not None:
+            ents[i, :w] = torch.tensor(f.ents[:w])
     slots: dict[int, int] = {}  # id of an image tensor -> its row; every missing picture shares one tensor,
     pictures: list[torch.Tensor] = []  # so the vision encoder sees each distinct picture once per batch
     stand_in = images.get(STAND_IN)
@@ -165,10 +168,7 @@ def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int,
              "word_index": word_index, "word_mask": word_mask, "pos": pos, "shape": shape,
              "images": torch.stack(pictures), "stand_in": torch.tensor([p is stand_in for p in pictures]),
              "image_index": torch.tensor([slots[id(images[f.image])] for f in feats])}
-    if feats[0].ents:
-        ents = torch.zeros(N, W, dtype=torch.long)
-        for i, f in enumerate(feats):
-            ents[i, :f.n_words] = torch.tensor(f.ents[:f.n_words])
+    if ents is not None:
         batch["ents"] = ents
     if feats[0].chars:
         C = max((len(c) for f in feats for c in f.chars[:f.n_words]), default=1)

@@ -80,7 +80,7 @@ class FusionConfig:
 @dataclass
 class HeadConfig:
     hidden: int = 512
-    pos_dim: int = 100  # part-of-speech (+ word-shape) embedding
+    pos_dim: int = 100  # the word's form embedding: part of speech (+ shape, spaCy entity tag, character CNN)
     word_shape: bool = True  # embed each word's casing/shape (the uncased encoder cannot see it)
     spacy_entities: bool = False  # embed spaCy's entity guess per word (BIO over OntoNotes types; finetune/pos.py)
     char_dim: int = 0  # > 0: a character CNN over each cased word (this many filters, width 3, max-pooled); 0: off

@@ -32,10 +32,10 @@ def _valid(v) -> bool:
 
 
 class PosTagger:
-    # what each kind of tag needs of the pipeline, and how it reads a token
-    KINDS = {"pos": (("parser", "ner", "lemmatizer"), lambda t: t.pos_ or "X"),
+    # each kind of tag: the pipes it does without, how it reads a token, its progress-bar label
+    KINDS = {"pos": (("parser", "ner", "lemmatizer"), lambda t: t.pos_ or "X", "POS tags"),
              "ents": (("tagger", "parser", "attribute_ruler", "lemmatizer"),
-                      lambda t: f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O")}
+                      lambda t: f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O", "spaCy entities")}
 
     def __init__(self, model: str = "auto", cache: Path | None = None, persist: bool = True):
         """cache: the POS cache file (entity tags go beside it, `<stem>.ents.json`); persist: write newly tagged
@@ -60,13 +60,12 @@ class PosTagger:
         if todo:
             from spacy.tokens import Doc
 
-            disable, read = self.KINDS[kind]
+            disable, read, label = self.KINDS[kind]
             nlp = load_spacy(self.model, disable=disable)
             keys = list(todo)
             docs = (Doc(nlp.vocab, words=todo[k]) for k in keys)
-            for k, doc in tqdm(zip(keys, nlp.pipe(docs, batch_size=batch_size)), total=len(keys),
-                               desc="POS tags" if kind == "pos" else "spaCy entities", leave=False,
-                               disable=len(keys) < 100):
+            for k, doc in tqdm(zip(keys, nlp.pipe(docs, batch_size=batch_size)), total=len(keys), desc=label,
+                               leave=False, disable=len(keys) < 100):
                 new[k] = [read(t) for t in doc]
         if todo and self.persist:
             write_json(self.paths[kind], cache)

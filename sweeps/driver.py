@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     base_overrides = [f"task={a.task!r}", f"data.dir={absolute(a.data)!r}",
                       f"init={a.init if a.init == 'none' else absolute(a.init)!r}",
                       f"train.epochs={a.epochs}", f"experiment={a.experiment!r}"] + list(a.overrides)
-    start = flatten(load_config(FinetuneConfig, a.config, base_overrides))  # fails fast on a bad override
-    start = {k: start[k] for k in space} if a.start == "config" else None
+    values = flatten(load_config(FinetuneConfig, a.config, base_overrides))  # fails fast on a bad override
+    start = {k: values[k] for k in space} if a.start == "config" else None
     name = a.name or f"sweep-{a.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = Path(absolute(a.storage))
     tracking = a.tracking_uri if is_store_uri(a.tracking_uri) or a.tracking_uri == "none" else \
