@@ -27,8 +27,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=int, default=1, help="ASHA grace period in epochs")
     p.add_argument("--start", choices=["config", "random"], default="config",
                    help="config: the first trial takes the config's own values of the swept keys (one of the "
-                        "samples), so the sweep's best is never a worse setting than the plain run's; random: every "
-                        "trial is drawn (a space with grid keys is always drawn)")
+                        "samples), so the sweep always tries the plain run's setting; random: every trial is drawn "
+                        "(a space with grid keys is always drawn)")
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--gpus-per-trial", type=float, default=0)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
