@@ -113,13 +113,16 @@ def load_encoder(cfg: FinetuneConfig) -> FusionEncoder:
 
 def save_model_dir(model: Extractor, encoder: FusionEncoder, cfg: FinetuneConfig, classes: list[str],
                    out: Path) -> None:
-    """A model/ directory: the encoder export, the heads (safetensors), the classes and the config."""
+    """A model/ directory: the encoder export, the heads (safetensors), the classes, the retrieval store
+    (data.retrieve > 0) and the config."""
     from safetensors.torch import save_file
 
     encoder.export(out / "encoder")
     heads = {k: v.detach().float().contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
     save_file(heads, str(out / "heads.safetensors"))
     (out / "classes.json").write_text(json.dumps(classes) + "\n")
+    if model.retriever is not None:
+        model.retriever.save(out / "retrieval")
     save_config(cfg, out / "config.yaml")
 
 
@@ -150,4 +153,8 @@ def load_model_dir(model_dir: Path, run: Path | str | None = None) -> tuple[Extr
     bad += list(missing.unexpected_keys)
     if bad:
         raise MmieError(f"{run}: saved heads do not match the model ({bad[0]})")
+    if cfg.data.retrieve:
+        from finetune.retrieval import Retriever
+
+        model.retriever = Retriever.load(model_dir / "retrieval")
     return model.eval(), cfg

@@ -29,10 +29,12 @@ class DataConfig:
     train_fraction: float = 1.0  # train on this share of train, a random subset nested across fractions (subsets.py)
     subset_seed: int = 0  # which subset; independent of train.seed, so every seed trains on the same posts
     markers: Literal["tokens", "punct"] = "tokens"  # MRE entity markers: [unusedN] tokens | brackets (batches.py)
+    retrieve: int = 0  # > 0: append each post's K most similar training posts to its context (finetune/retrieval.py)
+    retrieve_labels: bool = False  # ... with their gold entity types written in ("Durant (person)")
 
     def __post_init__(self):
         check_ranges("data", self, {"max_length": (8, 512), "max_context_length": (0, 504), "max_train": (0, None),
-                                    "context_top_k": (1, 1000),
+                                    "retrieve": (0, 64), "context_top_k": (1, 1000),
                                     "context_min_prob": (0.0, 1.0), "train_fraction": (1e-6, 1.0)})
         if self.max_length + self.max_context_length > 512:
             raise ConfigError(f"data.max_length + data.max_context_length = "

@@ -63,7 +63,7 @@ def evaluate(run: Path, data_dir: Path, split_name: str = "test", images: Path |
         raise DataError(f"{split.path}: no examples for task {cfg.task}")
     ecfg = replace(cfg, data=replace(cfg.data, dir=str(data_dir), images=str(images or "")))
     root = Path(images) if images else resolve_image_root(Path(data_dir), None)
-    data = prepare_split(ecfg, split, model.encoder, model.classes, root, PosTagger())
+    data = prepare_split(ecfg, split, model.encoder, model.classes, root, PosTagger(), model.retriever)
     from finetune.batches import predict_features
 
     preds = predict_features(model, data.feats, data.images, model.encoder.tokenizer.pad_token_id, cfg.task,

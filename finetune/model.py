@@ -41,6 +41,7 @@ class Extractor(nn.Module):
         D, h, a = encoder.dim, cfg.head, cfg.align
         self.fusion = build_fusion(D, cfg.fusion, h.dropout)  # fusion.kind, from the registry
         self._stand_in: tuple | None = None  # (picture shape + vision versions, stand-in vision features)
+        self.retriever = None  # data.retrieve > 0: the training-post store (finetune/retrieval.py), set by its builder
         self.align_t, self.align_c, self.align_v = (nn.Linear(D, a.proj_dim) for _ in range(3))
         self.dropout = nn.Dropout(h.dropout)
         # a word's form: its part of speech plus (head.word_shape) its casing/shape, (head.spacy_entities) spaCy's

@@ -76,7 +76,7 @@ class Predictor:
     cache files under $MMIE_CACHE (what a server wants: the rewrite costs more than the prediction)."""
 
     def __init__(self, model, cfg, persist: bool = True):
-        self.model, self.cfg = model, cfg
+        self.model, self.cfg, self.persist = model, cfg, persist
         self.tagger = PosTagger(persist=persist)
         self.context = context_source(cfg, persist=persist)
         self.stand_in = model.encoder.vision.preprocess(default_image())
@@ -91,6 +91,8 @@ class Predictor:
         store = ImageStore(image_root or Path("/"), keep=True)  # absolute image paths work with root "/"; the
         # context source and the model then share each decoded picture
         contexts = self.context.describe([ex.image for ex in examples], store)
+        if model.retriever is not None:  # data.retrieve: the nearest training posts follow the description
+            contexts = model.retriever.contexts(examples, contexts, self.persist)
         images, status_of = decode_pictures(examples, store, model.encoder.vision.preprocess, self.stand_in)
         feats, _ = featurize(cfg, examples, model.encoder.tokenizer, model.classes, self.tagger, contexts)
         preds = predict_features(model, feats, images, model.encoder.tokenizer.pad_token_id, cfg.task,

@@ -17,6 +17,7 @@ from finetune.examples import Split
 from finetune.images import STAND_IN, ImageStore, default_image
 from finetune.metrics import joint_scores, ner_scores, re_scores
 from finetune.pos import PosTagger
+from finetune.retrieval import Retriever
 
 STAND_IN_NOTE = ("a missing or unreadable picture is one grey stand-in; its vision features are computed once, "
                  "without gradient, and reused while the vision weights are unchanged; real pictures go through the "
@@ -70,13 +71,16 @@ def featurize(cfg: FinetuneConfig, examples: list, tokenizer, classes: list[str]
 
 
 def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, classes: list[str],
-                  store_root: Path | None, pos_tagger: PosTagger) -> SplitData:
-    """A split ready for training or evaluation; the same steps as prediction (Predictor.predict)."""
+                  store_root: Path | None, pos_tagger: PosTagger, retriever: Retriever | None = None) -> SplitData:
+    """A split ready for training or evaluation; the same steps as prediction (Predictor.predict). With a
+    retriever (data.retrieve > 0), each post's nearest training posts follow its picture's description."""
     examples = split.examples
     ctx_source = context_source(cfg)
     store = ImageStore(store_root if cfg.data.image == "on" else None,
                        decode_size=decode_size(encoder.vision.image_size, ctx_source))
     contexts = ctx_source.describe([ex.image for ex in examples], store)
+    if retriever is not None:
+        contexts = retriever.contexts(examples, contexts)
     images, _ = decode_pictures(examples, store, encoder.vision.preprocess,
                                 encoder.vision.preprocess(default_image()))
     feats, truncation = featurize(cfg, examples, encoder.tokenizer, classes, pos_tagger, contexts)

@@ -26,6 +26,7 @@ from finetune.images import ImageStore, resolve_image_root
 from finetune.model import Extractor
 from finetune.pos import PosTagger
 from finetune.readers import read_task
+from finetune.retrieval import Retriever
 from finetune.report import plot_curves, write_report
 from finetune.splits import (STAND_IN_NOTE, SplitData, prepare_split, score, warn_if_no_picture_found,
                              write_predictions)
@@ -87,13 +88,16 @@ class FinetuneTrainer:
         self.classes = task_classes(cfg.task, self.splits["train"].examples)
         root = Path(cfg.data.images) if cfg.data.images else resolve_image_root(data_dir, None)
         tagger = PosTagger()
-        self.data = {name: prepare_split(cfg, s, self.encoder, self.classes, root, tagger)
+        retriever = (Retriever.build(self.splits["train"].examples, cfg.data.retrieve, cfg.data.retrieve_labels)
+                     if cfg.data.retrieve else None)
+        self.data = {name: prepare_split(cfg, s, self.encoder, self.classes, root, tagger, retriever)
                      for name, s in self.splits.items()}
         warn_if_no_picture_found(self.data, self.splits, root if cfg.data.image == "on" else None)
         if cfg.align.sw_weight > 0:  # IMM's pseudo-signal, once per dataset (cached)
             self.data["train"].teacher = split_signal(cfg.align.teacher, self.splits["train"].examples,
                                                       ImageStore(root if cfg.data.image == "on" else None))
         self.model = Extractor(self.encoder, cfg, self.classes)
+        self.model.retriever = retriever  # saved with the model (model/retrieval/)
         self.pad_id = self.encoder.tokenizer.pad_token_id
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
