@@ -8,6 +8,9 @@ STAMP := $(VENV)/.mmie-installed
 LOOPBACK := .ci/loopback
 DEMO ?= runs/demo
 MLRUNS ?= mlruns
+# Each demo step's wall time and exit status (common/steps.py); the summary prints them.
+STEPS := $(DEMO)/steps.jsonl
+STEP = $(PY) -m common.steps --log $(STEPS) --step
 NEWS := $(DEMO)/data/newsclippings
 # Ray's dashboard probes cloud metadata unless HOME holds an empty ray_bootstrap_config.yaml (see README).
 RAY_HOME := $(abspath runs/.ray-home)
@@ -42,24 +45,28 @@ $(STAMP): pyproject.toml
 # The whole chain on synthetic data: data -> zoo check -> shards -> pretraining (2 DeepSpeed ranks) ->
 # fine-tuning with and without the pretrained init -> a small sweep -> a summary. About 20 minutes on 2 cores.
 demo: $(STAMP)
-	$(LOOPBACK) $(PY) -m common.synthetic --out $(DEMO)/data --seed 0 --news 1000
-	$(LOOPBACK) $(PY) -m common.zoo --report $(DEMO)/zoo.json
-	$(LOOPBACK) $(PY) -m pretrain.prepare --annotations $(NEWS)/annotations/train.json --data-json $(NEWS)/data.json \
-	  --images $(NEWS) --out $(DEMO)/shards/train --max-boxes 4 --teacher-size 96 --shard-size 200
-	$(LOOPBACK) $(PY) -m pretrain.prepare --annotations $(NEWS)/annotations/val.json --data-json $(NEWS)/data.json \
-	  --images $(NEWS) --out $(DEMO)/shards/val --vocab $(DEMO)/shards/train/vocab.json --max-boxes 4 \
-	  --teacher-size 96 --shard-size 200
+	@mkdir -p $(DEMO) && rm -f $(STEPS)
+	$(STEP) data -- $(LOOPBACK) $(PY) -m common.synthetic --out $(DEMO)/data --seed 0 --news 1000
+	$(STEP) zoo -- $(LOOPBACK) $(PY) -m common.zoo --report $(DEMO)/zoo.json
+	$(STEP) shards-train -- $(LOOPBACK) $(PY) -m pretrain.prepare --annotations $(NEWS)/annotations/train.json \
+	  --data-json $(NEWS)/data.json --images $(NEWS) --out $(DEMO)/shards/train --max-boxes 4 --teacher-size 96 \
+	  --shard-size 200
+	$(STEP) shards-val -- $(LOOPBACK) $(PY) -m pretrain.prepare --annotations $(NEWS)/annotations/val.json \
+	  --data-json $(NEWS)/data.json --images $(NEWS) --out $(DEMO)/shards/val \
+	  --vocab $(DEMO)/shards/train/vocab.json --max-boxes 4 --teacher-size 96 --shard-size 200
 	rm -rf $(DEMO)/pretrain
-	$(LOOPBACK) $(VENV)/bin/deepspeed --num_gpus 2 --master_addr 127.0.0.1 pretrain/run.py \
+	$(STEP) pretrain -- $(LOOPBACK) $(VENV)/bin/deepspeed --num_gpus 2 --master_addr 127.0.0.1 pretrain/run.py \
 	  --config pretrain/configs/tiny.yaml --run-dir $(DEMO)/pretrain --tracking-uri $(MLRUNS) \
 	  data.train=$(DEMO)/shards/train data.val=$(DEMO)/shards/val train.steps=60 train.eval_every=30 \
 	  train.ckpt_every=30
-	$(LOOPBACK) $(PY) finetune/run.py --task mner --data $(DEMO)/data/twitter --init $(DEMO)/pretrain/export \
-	  --run-dir $(DEMO)/finetune/mner-pretrained --tracking-uri $(MLRUNS) train.epochs=3 data.max_train=600
-	$(LOOPBACK) $(PY) finetune/run.py --task mner --data $(DEMO)/data/twitter --init none \
-	  --run-dir $(DEMO)/finetune/mner-zoo --tracking-uri $(MLRUNS) train.epochs=3 data.max_train=600
-	$(LOOPBACK) $(PY) -m finetune.view --run $(DEMO)/finetune/mner-pretrained --tracking-uri $(MLRUNS)
-	$(MAKE) --no-print-directory sweep-demo
+	$(STEP) finetune-pretrained -- $(LOOPBACK) $(PY) finetune/run.py --task mner --data $(DEMO)/data/twitter \
+	  --init $(DEMO)/pretrain/export --run-dir $(DEMO)/finetune/mner-pretrained --tracking-uri $(MLRUNS) \
+	  train.epochs=3 data.max_train=600
+	$(STEP) finetune-zoo -- $(LOOPBACK) $(PY) finetune/run.py --task mner --data $(DEMO)/data/twitter \
+	  --init none --run-dir $(DEMO)/finetune/mner-zoo --tracking-uri $(MLRUNS) train.epochs=3 data.max_train=600
+	$(STEP) viewer -- $(LOOPBACK) $(PY) -m finetune.view --run $(DEMO)/finetune/mner-pretrained \
+	  --tracking-uri $(MLRUNS)
+	$(STEP) sweep -- $(MAKE) --no-print-directory sweep-demo
 	$(PY) -m common.summary $(DEMO)
 
 # A small Ray Tune sweep over alpha, beta, K on the demo's synthetic tweets: 4 trials trained like the demo's

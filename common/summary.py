@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from common.errors import MmieError, cli_main
+from common.steps import read_steps
 
 
 def _load(path: Path) -> dict | None:
@@ -70,6 +71,11 @@ def _later_stages(run: Path, lines: list[str]) -> list[str]:
         lines.append(f"  sweep     {sweep['trials']} trials ({sweep['errored_trials']} errored): best dev F1 "
                      f"{100 * best['dev_f1']:.2f} at alpha {best.get('align.alpha', nan):.3f}, "
                      f"beta {best.get('align.beta', nan):.3f}, K {best.get('align.k')}")
+    steps = read_steps(run / "steps.jsonl")
+    if steps:
+        total = sum(s["seconds"] for s in steps)
+        lines.append(f"  time      {total / 60:.1f} min over {len(steps)} steps: " + ", ".join(
+            f"{s['step']} {s['seconds']:.0f} s" + ("" if s["rc"] == 0 else f" (exit {s['rc']})") for s in steps))
     if len(lines) == 1:
         lines.append("  (nothing yet)")
     lines.append("  MLflow    make mlflow-ui, then open http://127.0.0.1:5000")

@@ -1,0 +1,29 @@
+"""The demo's step timer (common/steps.py) and the summary's "time" line."""
+import json
+import subprocess
+import sys
+
+from common.steps import read_steps
+from common.summary import summarise
+
+
+def test_a_step_is_timed_its_status_passed_on_and_the_summary_lists_it(tmp_path):
+    log = tmp_path / "demo" / "steps.jsonl"
+    for step, code in (("data", "import time; time.sleep(0.3)"), ("zoo", "raise SystemExit(3)")):
+        r = subprocess.run([sys.executable, "-m", "common.steps", "--log", str(log), "--step", step, "--",
+                            sys.executable, "-c", code])
+        assert r.returncode == (3 if step == "zoo" else 0)
+    with open(log, "a") as f:
+        f.write('{"step": "cut off", "sec')  # a step killed while writing: skipped on reading
+    steps = read_steps(log)
+    assert [s["step"] for s in steps] == ["data", "zoo"] and [s["rc"] for s in steps] == [0, 3]
+    assert steps[0]["seconds"] >= 0.3
+    (line,) = [x for x in summarise(tmp_path / "demo") if x.strip().startswith("time")]
+    assert "over 2 steps" in line and "data 0 s" in line and "zoo 0 s (exit 3)" in line
+    json.loads(log.read_text().splitlines()[0])  # one JSON object per line
+
+
+def test_a_missing_command_is_a_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "common.steps", "--log", str(tmp_path / "s.jsonl"), "--step", "x",
+                        "--", "/nonexistent/tool"], capture_output=True, text=True)
+    assert r.returncode == 2 and "command not found: /nonexistent/tool" in r.stderr
