@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from common.atomic import atomic_write
 from common.errors import MmieError
 from common.offline import cache_dir
 from finetune.examples import Example
@@ -52,7 +53,7 @@ def render(ex: Example, labels: bool) -> str:
 
 def embed(texts: list[str], persist: bool = True, encoder=None) -> torch.Tensor:
     """(N, D) normalised sentence embeddings, cached on disk by the texts' content (float32 safetensors)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     key = hashlib.sha256(("\n".join([EMBEDDER, *texts])).encode("utf-8")).hexdigest()[:24]
     path = cache_dir() / "retrieval" / f"{key}.safetensors"
@@ -68,11 +69,8 @@ def embed(texts: list[str], persist: bool = True, encoder=None) -> torch.Tensor:
 
         encoder = TextEncoder(EMBEDDER)
     vectors = encoder.embed(texts, batch_size=64, max_length=128).float().contiguous()
-    if persist:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"embeddings": vectors}, str(tmp))
-        tmp.replace(path)
+    if persist:  # atomically: two runs may embed the same texts at once
+        atomic_write(path, lambda f: f.write(save({"embeddings": vectors})))
     return vectors
 
 
