@@ -30,7 +30,8 @@ class DataConfig:
     subset_seed: int = 0  # which subset; independent of train.seed, so every seed trains on the same posts
     markers: Literal["tokens", "punct"] = "tokens"  # MRE entity markers: [unusedN] tokens | brackets (batches.py)
     retrieve: int = 0  # > 0: append each post's K most similar training posts to its context (finetune/retrieval.py)
-    retrieve_labels: bool = False  # ... with their gold entity types written in ("Durant (person)")
+    retrieve_as: Literal["text", "labelled", "entities"] = "text"  # ... as their words | their words with the gold
+    # entity types written in ("Durant (person)") | only their typed gold entities
 
     def __post_init__(self):
         check_ranges("data", self, {"max_length": (8, 512), "max_context_length": (0, 504), "max_train": (0, None),

@@ -2,8 +2,10 @@
 similar training posts, by sentence embedding, appended to its context segment, so the encoder reads how the same
 names were written elsewhere.
 
-    data.retrieve: K          0 (off) or the number of training posts appended to each post's context
-    data.retrieve_labels      also write the training posts' gold entity types into them ("Durant (person)")
+    data.retrieve: K          0 (off) or the number of training posts retrieved for each post
+    data.retrieve_as          text: their words (MoRe-Text) | labelled: their words with the gold entity types
+                              written in ("Kevin Durant (person) scores ...") | entities: only their gold entities
+                              with types ("Kevin Durant (person) ; Warriors (organization)"), ~5x fewer tokens
 
 The store is the training split: its posts' words, joined by spaces, embedded once with the zoo's MiniLM-L6
 sentence model (all-MiniLM-L6-v2: mean-pooled, L2-normalised; frozen, never the fine-tuned encoder) and cached
@@ -36,14 +38,24 @@ def query_text(ex: Example) -> str:
     return " ".join(ex.tokens)
 
 
-def render(ex: Example, labels: bool) -> str:
-    """A training post as context: its words; with `labels`, each gold entity followed by its type in brackets."""
-    if not labels or not ex.entities:
+FORMS = ("text", "labelled", "entities")
+
+
+def _type_word(span) -> str:
+    return f"({TYPE_WORDS.get(span.label, span.label.lower())})"
+
+
+def render(ex: Example, form: str) -> str:
+    """A training post as context, in one of FORMS (data.retrieve_as); "entities" of a post without typed gold
+    entities is ""."""
+    typed = sorted(s for s in set(ex.entities) if s.label)
+    if form == "entities":
+        return " ; ".join(f"{' '.join(ex.tokens[s.start:s.end])} {_type_word(s)}" for s in typed)
+    if form == "text" or not typed:
         return query_text(ex)
     after: dict[int, list[str]] = {}
-    for span in sorted(set(ex.entities)):
-        if span.label:
-            after.setdefault(span.end, []).append(f"({TYPE_WORDS.get(span.label, span.label.lower())})")
+    for span in typed:
+        after.setdefault(span.end, []).append(_type_word(span))
     words = []
     for i, w in enumerate(ex.tokens, 1):
         words.append(w)
@@ -87,9 +99,11 @@ class Retriever:
             self._rows.setdefault(key, []).append(i)
 
     @classmethod
-    def build(cls, train: list[Example], k: int, labels: bool, persist: bool = True) -> "Retriever":
+    def build(cls, train: list[Example], k: int, form: str = "text", persist: bool = True) -> "Retriever":
+        if form not in FORMS:
+            raise MmieError(f"data.retrieve_as: {form!r} is not one of {', '.join(FORMS)}")
         keys = [query_text(ex) for ex in train]
-        return cls(keys, [render(ex, labels) for ex in train], embed(keys, persist), k)
+        return cls(keys, [render(ex, form) for ex in train], embed(keys, persist), k)
 
     def neighbours(self, examples: list[Example], persist: bool = True) -> list[list[int]]:
         """Per query, the store rows of its k nearest training posts, most similar first."""
@@ -112,7 +126,7 @@ class Retriever:
         """Each post's context (`base`: its picture's description, may be "") with its neighbours appended."""
         out = []
         for ctx, rows in zip(base, self.neighbours(examples, persist)):
-            parts = ([ctx] if ctx else []) + [self.texts[i] for i in rows]
+            parts = [t for t in [ctx, *(self.texts[i] for i in rows)] if t]
             out.append(f" {SEPARATOR} ".join(parts))
         return out
 

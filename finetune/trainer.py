@@ -88,7 +88,7 @@ class FinetuneTrainer:
         self.classes = task_classes(cfg.task, self.splits["train"].examples)
         root = Path(cfg.data.images) if cfg.data.images else resolve_image_root(data_dir, None)
         tagger = PosTagger()
-        retriever = (Retriever.build(self.splits["train"].examples, cfg.data.retrieve, cfg.data.retrieve_labels)
+        retriever = (Retriever.build(self.splits["train"].examples, cfg.data.retrieve, cfg.data.retrieve_as)
                      if cfg.data.retrieve else None)
         self.data = {name: prepare_split(cfg, s, self.encoder, self.classes, root, tagger, retriever)
                      for name, s in self.splits.items()}

@@ -20,23 +20,27 @@ def ex(uid, text, entities=()):
 
 
 TRAIN = [
-    ex("t:1", "Kevin Durant scores 30 as the Warriors beat the Lakers", [(0, 2, "PER"), (5, 6, "ORG"), (8, 9, "ORG")]),
+    ex("t:1", "Kevin Durant scores 30 as the Warriors beat the Lakers", [(0, 2, "PER"), (6, 7, "ORG"), (9, 10, "ORG")]),
     ex("t:2", "Heavy rain and flooding expected in Houston tonight", [(6, 7, "LOC")]),
     ex("t:3", "Apple unveils the new iPhone in Cupertino", [(0, 1, "ORG"), (4, 5, "MISC"), (6, 7, "LOC")]),
     ex("t:4", "Stephen Curry and the Warriors win again in Oakland", [(0, 2, "PER"), (4, 5, "ORG"), (8, 9, "LOC")]),
-    ex("t:5", "Kevin Durant scores 30 as the Warriors beat the Lakers", [(0, 2, "PER"), (5, 6, "ORG"), (8, 9, "ORG")]),
+    ex("t:5", "Kevin Durant scores 30 as the Warriors beat the Lakers", [(0, 2, "PER"), (6, 7, "ORG"), (9, 10, "ORG")]),
 ]
 
 
 @pytest.fixture(scope="module")
 def retriever(tmp_path_factory):
-    return Retriever.build(TRAIN, k=2, labels=True, persist=False)
+    return Retriever.build(TRAIN, k=2, form="labelled", persist=False)
 
 
-def test_render_writes_gold_types_after_their_entities():
-    assert render(TRAIN[2], labels=True) == "Apple (organization) unveils the new iPhone (misc) in Cupertino (location)"
-    assert render(TRAIN[2], labels=False) == "Apple unveils the new iPhone in Cupertino"
-    assert render(ex("m:1", "a b c", [(0, 1, "")]), labels=True) == "a b c"  # MNRE spans carry no type
+def test_render_writes_gold_types_after_their_entities_or_only_the_entities():
+    assert render(TRAIN[2], "labelled") == "Apple (organization) unveils the new iPhone (misc) in Cupertino (location)"
+    assert render(TRAIN[2], "text") == "Apple unveils the new iPhone in Cupertino"
+    assert render(TRAIN[0], "entities") == "Kevin Durant (person) ; Warriors (organization) ; Lakers (organization)"
+    untyped = ex("m:1", "a b c", [(0, 1, "")])  # MNRE spans carry no type
+    assert render(untyped, "labelled") == "a b c" and render(untyped, "entities") == ""
+    with pytest.raises(MmieError, match="retrieve_as"):
+        Retriever.build(TRAIN, k=1, form="tags", persist=False)
 
 
 def test_nearest_posts_first_never_the_post_itself_or_its_copy(retriever):
@@ -55,9 +59,19 @@ def test_nearest_posts_first_never_the_post_itself_or_its_copy(retriever):
 
 
 def test_a_store_smaller_than_k_gives_what_it_has():
-    small = Retriever.build(TRAIN[:2], k=5, labels=False, persist=False)
+    small = Retriever.build(TRAIN[:2], k=5, form="text", persist=False)
     (rows,) = small.neighbours([TRAIN[0]], persist=False)
     assert rows == [1]  # the only other post; the post itself is never among them
+
+
+def test_entities_form_gives_only_the_neighbours_typed_entities():
+    store = TRAIN[:4] + [ex("t:6", "Durant and the Warriors again tonight")]  # a neighbour with no gold entity
+    ents = Retriever.build(store, k=2, form="entities", persist=False)
+    (rows,) = ents.neighbours([ex("q:3", "Durant and the Warriors again")], persist=False)
+    assert 4 in rows  # the entity-less post is among the nearest ...
+    (ctx,) = ents.contexts([ex("q:3", "Durant and the Warriors again")], ["No picture."], persist=False)
+    other = ents.texts[[r for r in rows if r != 4][0]]
+    assert ctx == f"No picture. | {other}" and "(person)" in other  # ... and adds nothing, not an empty part
 
 
 def test_embeddings_cached_by_content_and_a_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
@@ -90,7 +104,7 @@ def test_a_run_with_retrieval_saves_its_store_and_evaluates_and_predicts_from_it
     assert finetune_main(["--task", "mner", "--data", str(data), "--init", "none", "--run-dir", str(run),
                           "--tracking-uri", str(tmp_path / "mlruns"), "train.epochs=1", "data.max_train=24",
                           "train.batch_size=8", "model.image_size=64", "data.retrieve=2",
-                          "data.retrieve_labels=true"]) == 0
+                          "data.retrieve_as=labelled"]) == 0
     store = json.loads((run / "model" / "retrieval" / "store.json").read_text())
     assert store["k"] == 2 and len(store["texts"]) == 24  # the training posts the run used
     trained = json.loads((run / "metrics.json").read_text())
