@@ -53,6 +53,27 @@ def read_cache(path: Path, valid) -> dict:
     return {k: v for k, v in data.items() if valid(v)}
 
 
+def cached_tensor(path: Path, rows: int, compute, persist: bool = True):
+    """A tensor cached as one safetensors file under cache_dir(): read back when the file holds `rows` rows, else
+    `compute()`, written atomically when `persist` (concurrent runs may compute the same one). A missing or damaged
+    file is a miss, never an error: a cache only saves time."""
+    from safetensors.torch import load_file, save
+
+    from common.atomic import atomic_write
+
+    if path.is_file():
+        try:
+            out = load_file(str(path))["tensor"]
+            if out.shape[0] == rows:
+                return out
+        except Exception:  # safetensors raises its own error types on a truncated or garbled file
+            pass
+    out = compute().contiguous()
+    if persist:
+        atomic_write(path, lambda f: f.write(save({"tensor": out})))
+    return out
+
+
 def _quiet_ultralytics_font(config_dir: Path) -> None:
     """ultralytics downloads Arial.ttf for plots unless it finds one: give it matplotlib's DejaVuSans."""
     target = config_dir / "Ultralytics" / "Arial.ttf"

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from common.atomic import atomic_write
 from common.errors import MmieError
-from common.offline import cache_dir
+from common.offline import cache_dir, cached_tensor
 from finetune.examples import Example
 
 EMBEDDER = "minilm-l6"
@@ -65,25 +64,13 @@ def render(ex: Example, form: str) -> str:
 
 def embed(texts: list[str], persist: bool = True, encoder=None) -> torch.Tensor:
     """(N, D) normalised sentence embeddings, cached on disk by the texts' content (float32 safetensors)."""
-    from safetensors.torch import load_file, save
-
-    key = hashlib.sha256(("\n".join([EMBEDDER, *texts])).encode("utf-8")).hexdigest()[:24]
-    path = cache_dir() / "retrieval" / f"{key}.safetensors"
-    if path.is_file():
-        try:
-            vectors = load_file(str(path))["embeddings"]
-            if vectors.shape[0] == len(texts):
-                return vectors
-        except Exception:  # a damaged cache file is a miss: rebuilt below
-            pass
-    if encoder is None:
+    def compute():
         from common.zoo import TextEncoder
 
-        encoder = TextEncoder(EMBEDDER)
-    vectors = encoder.embed(texts, batch_size=64, max_length=128).float().contiguous()
-    if persist:  # atomically: two runs may embed the same texts at once
-        atomic_write(path, lambda f: f.write(save({"embeddings": vectors})))
-    return vectors
+        return (encoder or TextEncoder(EMBEDDER)).embed(texts, batch_size=64, max_length=128).float()
+
+    key = hashlib.sha256(("\n".join([EMBEDDER, *texts])).encode("utf-8")).hexdigest()[:24]
+    return cached_tensor(cache_dir() / "retrieval" / f"{key}.safetensors", len(texts), compute, persist)
 
 
 class Retriever:

@@ -15,9 +15,8 @@ import hashlib
 import torch
 from tqdm import tqdm
 
-from common.atomic import atomic_write
 from common.errors import MmieError
-from common.offline import cache_dir
+from common.offline import cache_dir, cached_tensor
 from finetune.images import ImageStore, default_image
 
 
@@ -57,20 +56,8 @@ def _compute(spec: str, texts: list[str], names: list[str], store: ImageStore) -
 def teacher_embeddings(spec: str, texts: list[str], names: list[str], store: ImageStore,
                        persist: bool = True) -> torch.Tensor:
     """(N, 2, Dt): row i = [teacher text embedding, teacher image embedding] of post i."""
-    from safetensors.torch import load_file, save
-
     path = cache_dir() / "teacher" / f"{_key(spec, texts, names, store)}.safetensors"
-    if path.is_file():
-        try:
-            out = load_file(str(path))["signal"]
-            if out.shape[0] == len(texts):
-                return out
-        except Exception:  # a damaged cache file is a miss: rebuilt below
-            pass
-    out = _compute(spec, texts, names, store)
-    if persist:
-        atomic_write(path, lambda f: f.write(save({"signal": out.contiguous()})))
-    return out
+    return cached_tensor(path, len(texts), lambda: _compute(spec, texts, names, store), persist)
 
 
 def split_signal(spec: str, examples: list, store: ImageStore) -> torch.Tensor:
