@@ -58,6 +58,14 @@ def test_nearest_posts_first_never_the_post_itself_or_its_copy(retriever):
     assert retriever.contexts([query], [""], persist=False)[0].split(" | ")[0] == retriever.texts[near[0]]
 
 
+def test_queries_ranked_in_blocks_give_the_same_neighbours(retriever, monkeypatch):
+    import finetune.retrieval
+
+    whole = retriever.neighbours(TRAIN, persist=False)
+    monkeypatch.setattr(finetune.retrieval, "BLOCK", 2)  # 5 queries: blocks of 2, 2, 1
+    assert retriever.neighbours(TRAIN, persist=False) == whole and len(whole) == 5
+
+
 def test_a_store_smaller_than_k_gives_what_it_has():
     small = Retriever.build(TRAIN[:2], k=5, form="text", persist=False)
     (rows,) = small.neighbours([TRAIN[0]], persist=False)
