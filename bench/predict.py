@@ -39,7 +39,8 @@ from timing import median_ms  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 # stage -> the function whose cumulative time it is (module path fragment, function name)
 STAGES = {"pos_tags": ("finetune/pos.py", "tag"), "spacy_entities": ("finetune/pos.py", "entities"),
-          "context": ("finetune/context.py", "describe"), "image_decode": ("finetune/images.py", "open"),
+          "context": ("finetune/context.py", "describe"), "retrieval": ("finetune/retrieval.py", "contexts"),
+          "image_decode": ("finetune/images.py", "open"),
           "image_preprocess": ("common/zoo/vision.py", "preprocess"),
           "features": ("finetune/batches.py", "build_features"), "model": ("finetune/batches.py", "predict_features")}
 
