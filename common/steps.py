@@ -20,7 +20,7 @@ def run_step(log: Path, step: str, command: list[str]) -> int:
         rc = subprocess.run(command).returncode
     except FileNotFoundError:
         raise MmieError(f"step {step!r}: command not found: {command[0]}") from None
-    except KeyboardInterrupt:  # the child got the same Ctrl-C; its status is 130 too
+    except KeyboardInterrupt:  # Ctrl-C: subprocess.run has stopped the child; logged as interrupted
         rc = 130
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:

@@ -103,7 +103,9 @@ class Retriever:
             from common.zoo import TextEncoder
 
             self._encoder = TextEncoder(EMBEDDER)
-        vectors, k = embed(queries, persist, self._encoder), min(self.k, self.vectors.shape[0])
+        # the training split queries itself: its vectors are the store's, not embedded again
+        vectors = self.vectors if queries == self.keys else embed(queries, persist, self._encoder)
+        k = min(self.k, self.vectors.shape[0])
         out = []
         for b in range(0, len(queries), BLOCK):
             sims = vectors[b:b + BLOCK] @ self.vectors.T  # (block, N) cosine
