@@ -120,13 +120,16 @@ class TrainConfig:
     eval_batch_size: int = 64
     bucket_pool: int = 0  # >0: sort each run of this many shuffled batches by length (less padding); 0: plain shuffle
     threads: int = 0  # torch threads; 0 = torch's default (every core)
+    ema: float = 0.0  # > 0: dev selects and test scores a moving average of the weights with this decay per step
+    # (finetune/ema.py; horizon ~1 / (1 - ema) steps); 0: the weights as trained
     keep_checkpoints: bool = False  # keep <run>/checkpoints/ after a run finishes (--resume needs them until then)
 
     def __post_init__(self):
         check_ranges("train", self, {"epochs": (1, None), "batch_size": (1, None), "eval_batch_size": (1, None),
                                      "lr": (1e-12, None), "encoder_lr": (0.0, None), "crf_lr": (0.0, None),
                                      "weight_decay": (0.0, None), "warmup_ratio": (0.0, 0.99), "clip": (1e-12, None),
-                                     "patience": (1, None), "bucket_pool": (0, None), "threads": (0, None)})
+                                     "patience": (1, None), "bucket_pool": (0, None), "threads": (0, None),
+                                     "ema": (0.0, 0.99999)})
 
 
 @dataclass

@@ -22,6 +22,7 @@ from finetune.batches import batches, collate, predict_features
 from finetune.labels import task_classes
 from finetune.checkpoint import load_encoder, save_model_dir
 from finetune.config import FinetuneConfig
+from finetune.ema import WeightAverage
 from finetune.images import ImageStore, resolve_image_root
 from finetune.model import Extractor
 from finetune.pos import PosTagger
@@ -69,6 +70,7 @@ class FinetuneTrainer:
         if resume and (self.run_dir / "metrics.json").is_file() and not self.ckpt_dir.is_dir():
             raise MmieError(f"--resume: {self.run_dir} has finished (metrics.json is there); nothing to continue")
         self.resumed = checkpoint.load_latest(self.ckpt_dir) if resume else None
+        self.ema: WeightAverage | None = None  # set by fit() when train.ema > 0
         if not resume:
             shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # a fresh run never mixes with an older one's state
         if cfg.train.threads:
@@ -136,6 +138,8 @@ class FinetuneTrainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip)
         opt.step()
         sched.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return terms
 
     def predict_split(self, name: str, method: str = "predict") -> list:
@@ -167,6 +171,7 @@ class FinetuneTrainer:
         steps_per_epoch = math.ceil(len(self.data["train"].feats) / t.batch_size)  # also with length buckets
         opt, sched = self.optimizer(steps_per_epoch * t.epochs)
         gen = torch.Generator().manual_seed(t.seed)
+        self.ema = WeightAverage(self.model, t.ema) if t.ema > 0 else None
         state = self.start_state(opt, sched, gen)
         for epoch in range(state["done"] + 1, t.epochs + 1):
             if state["best"]["bad_epochs"] >= t.patience:  # early stopping (also when a resumed run had reached it)
@@ -181,7 +186,8 @@ class FinetuneTrainer:
                 "epoch": epoch, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "generator": gen.get_state(),
                 "best": state["best"], "history": state["history"], "wall_s": state["wall_s"],
-                "resumed_at": state["resumed_at"], "mlflow_run_id": getattr(self.logger, "run_id", None)})
+                "resumed_at": state["resumed_at"], "mlflow_run_id": getattr(self.logger, "run_id", None),
+                "ema": None if self.ema is None else self.ema.state_dict()})
         return self.finish(state, state["wall_before"] + time.perf_counter() - t0)
 
     def start_state(self, opt, sched, gen: torch.Generator) -> dict:
@@ -197,6 +203,10 @@ class FinetuneTrainer:
         sched.load_state_dict(r["scheduler"])
         torch.set_rng_state(r["rng"])
         gen.set_state(r["generator"])
+        if self.ema is not None:
+            if r.get("ema") is None:
+                raise MmieError(f"--resume: {self.run_dir} was trained without train.ema; resume it without it")
+            self.ema.load_state_dict(r["ema"])
         state.update(best=r["best"], history=r["history"], done=r["epoch"], wall_before=r["wall_s"],
                      resumed_at=r["resumed_at"] + [r["epoch"]])
         if not self.quiet:
@@ -219,7 +229,15 @@ class FinetuneTrainer:
         return sums
 
     def end_epoch(self, epoch: int, metrics: dict, state: dict) -> None:
-        """Score dev, log the epoch, and keep the best weights so far (early-stopping count otherwise)."""
+        """Score dev, log the epoch, and keep the best weights so far (early-stopping count otherwise). With
+        train.ema the averaged weights are the ones scored and kept."""
+        if self.ema is None:
+            self.select(epoch, metrics, state)
+        else:
+            with self.ema.swapped_in(self.model):
+                self.select(epoch, metrics, state)
+
+    def select(self, epoch: int, metrics: dict, state: dict) -> None:
         dev = score(self.cfg.task, self.data["dev"], self.predict_split("dev"))
         metrics.update({f"dev/{k}": dev[k] for k in ("f1", "precision", "recall")})
         if self.cfg.task == "mjere":

@@ -1,0 +1,61 @@
+"""An exponential moving average of the weights (`train.ema`), the averaged model that dev selects and test scores.
+
+After optimizer step t the average is  A_t = d A_{t-1} + (1 - d) W_t  with A_0 = 0, read with the bias correction
+A_t / (1 - d^t): a weighted mean of W_1 .. W_t with weights proportional to d^(t - s), so the first epoch's average
+is not pulled towards zero or towards the initial weights (the correction Adam applies to its moments). Its horizon
+is ~1 / (1 - d) steps. Floating-point parameters are averaged; buffers (batch-norm statistics, the CRF's fixed
+masks) are the live model's. Averaging the last epochs' weights is the "checkpoint averaging" of machine translation;
+a moving average does it every step, at the cost of one lerp over the parameters."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+
+class WeightAverage:
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.steps = 0
+        self.names = [n for n, p in model.named_parameters() if p.dtype.is_floating_point]
+        params = dict(model.named_parameters())
+        self.sums = [torch.zeros_like(params[n], memory_format=torch.contiguous_format).detach() for n in self.names]
+
+    def _params(self, model: torch.nn.Module) -> list[torch.Tensor]:
+        params = dict(model.named_parameters())
+        return [params[n].detach() for n in self.names]
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """Fold in the weights after one optimizer step."""
+        self.steps += 1
+        torch._foreach_lerp_(self.sums, self._params(model), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def averaged(self) -> list[torch.Tensor]:
+        if self.steps == 0:
+            raise ValueError("no step has been averaged yet")
+        scale = 1.0 / (1.0 - self.decay ** self.steps)
+        return torch._foreach_mul(self.sums, scale)
+
+    @contextmanager
+    def swapped_in(self, model: torch.nn.Module):
+        """The model holds the averaged weights inside the block and its own weights again after it."""
+        live = [p.clone() for p in self._params(model)]
+        with torch.no_grad():
+            torch._foreach_copy_(self._params(model), self.averaged())
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self._params(model), live)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "steps": self.steps, "names": self.names, "sums": self.sums}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["names"] != self.names:
+            raise ValueError("the checkpoint's weight average is over different parameters than this model")
+        self.decay, self.steps = state["decay"], state["steps"]
+        with torch.no_grad():
+            torch._foreach_copy_(self.sums, state["sums"])

@@ -1,0 +1,71 @@
+"""train.ema: the moving average of the weights is the bias-corrected weighted mean it claims to be, swapping it in
+and out leaves the training weights untouched, and a resumed run continues the average exactly."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from finetune.ema import WeightAverage
+from finetune.run import main as finetune_main
+
+
+def test_average_is_the_bias_corrected_weighted_mean_and_swaps_back():
+    model = torch.nn.Linear(3, 2)
+    avg, d = WeightAverage(model, 0.9), 0.9
+    seen = []
+    for step in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        seen.append([p.detach().clone() for p in model.parameters()])
+        avg.update(model)
+    weights = torch.tensor([d ** (4 - s) for s in range(5)])
+    weights /= weights.sum()
+    expected = [sum(w * seen[s][i] for s, w in enumerate(weights)) for i in range(2)]
+    for got, want in zip(avg.averaged(), expected):
+        torch.testing.assert_close(got, want)
+    live = [p.detach().clone() for p in model.parameters()]
+    with avg.swapped_in(model):
+        for p, want in zip(model.parameters(), expected):
+            torch.testing.assert_close(p.detach(), want)
+    for p, want in zip(model.parameters(), live):
+        assert torch.equal(p.detach(), want)
+
+    again = WeightAverage(model, 0.5)
+    again.load_state_dict(avg.state_dict())
+    assert again.decay == 0.9 and again.steps == 5
+    for a, b in zip(again.averaged(), avg.averaged()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="different parameters"):
+        WeightAverage(torch.nn.Linear(3, 3, bias=False), 0.9).load_state_dict(avg.state_dict())
+    with pytest.raises(ValueError, match="no step"):
+        WeightAverage(model, 0.9).averaged()
+
+
+def run_args(data: Path, run: Path) -> list[str]:
+    return ["--task", "mner", "--data", str(data), "--init", "none", "--run-dir", str(run), "--tracking-uri", "none",
+            "train.epochs=3", "train.patience=5", "train.batch_size=8", "model.image_size=64", "train.lr=1e-3",
+            "train.encoder_lr=3e-4", "train.threads=1", "train.keep_checkpoints=true", "data.max_train=96",
+            "train.ema=0.9"]
+
+
+def test_resumed_run_continues_the_average(synth_dir, tmp_path):
+    n = torch.get_num_threads()
+    try:
+        straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+        assert finetune_main(run_args(synth_dir / "twitter", straight)) == 0
+        assert finetune_main(run_args(synth_dir / "twitter", resumed)) == 0
+        # as if the run had been killed before its last epoch's checkpoint: --resume redoes epoch 3 from epoch 2's
+        # checkpoint, which must carry the average (its steps and sums) for epoch 3 to come out the same
+        for name in ("metrics.json", "checkpoints/epoch-3.pt", "checkpoints/best-epoch-3.safetensors"):
+            (resumed / name).unlink(missing_ok=True)
+        assert torch.load(resumed / "checkpoints" / "epoch-2.pt", weights_only=True)["ema"]["steps"] == 24
+        assert finetune_main(["--resume", "--run-dir", str(resumed), "--tracking-uri", "none"]) == 0
+    finally:
+        torch.set_num_threads(n)
+    m, ref = (json.loads((r / "metrics.json").read_text()) for r in (resumed, straight))
+    assert m["resumed_after_epochs"] == [2]
+    assert len({h["dev/f1"] for h in ref["history"]}) > 1  # a run that learns
+    for key in ("dev", "test", "best_epoch", "history"):
+        assert m[key] == ref[key], key
