@@ -230,10 +230,11 @@ class FinetuneTrainer:
 
     def end_epoch(self, epoch: int, metrics: dict, state: dict) -> None:
         """Score dev, log the epoch, and keep the best weights so far (early-stopping count otherwise). With
-        train.ema the averaged weights are the ones scored and kept."""
+        train.ema the averaged weights are the ones selected and kept."""
         if self.ema is None:
             self.select(epoch, metrics, state)
-        else:
+        else:  # the weights as trained are scored too, so a run shows what the average changed on dev
+            metrics["dev/f1_live"] = score(self.cfg.task, self.data["dev"], self.predict_split("dev"))["f1"]
             with self.ema.swapped_in(self.model):
                 self.select(epoch, metrics, state)
 
