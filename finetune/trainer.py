@@ -90,14 +90,18 @@ class FinetuneTrainer:
         self.classes = task_classes(cfg.task, self.splits["train"].examples)
         root = Path(cfg.data.images) if cfg.data.images else resolve_image_root(data_dir, None)
         tagger = PosTagger()
-        retriever = (Retriever.build(self.splits["train"].examples, cfg.data.retrieve, cfg.data.retrieve_as)
-                     if cfg.data.retrieve else None)
-        self.data = {name: prepare_split(cfg, s, self.encoder, self.classes, root, tagger, retriever)
-                     for name, s in self.splits.items()}
+        # Preparing the inputs builds models only on a cache miss (the picture describer, the retrieval store's
+        # embedder, IMM's teacher), and building one draws from torch's global generator: forked, so the weights
+        # the model starts from and the dropout masks are the same whether the caches were cold or warm.
+        with torch.random.fork_rng(devices=[]):
+            retriever = (Retriever.build(self.splits["train"].examples, cfg.data.retrieve, cfg.data.retrieve_as)
+                         if cfg.data.retrieve else None)
+            self.data = {name: prepare_split(cfg, s, self.encoder, self.classes, root, tagger, retriever)
+                         for name, s in self.splits.items()}
+            if cfg.align.sw_weight > 0:  # IMM's pseudo-signal, once per dataset (cached)
+                self.data["train"].teacher = split_signal(cfg.align.teacher, self.splits["train"].examples,
+                                                          ImageStore(root if cfg.data.image == "on" else None))
         warn_if_no_picture_found(self.data, self.splits, root if cfg.data.image == "on" else None)
-        if cfg.align.sw_weight > 0:  # IMM's pseudo-signal, once per dataset (cached)
-            self.data["train"].teacher = split_signal(cfg.align.teacher, self.splits["train"].examples,
-                                                      ImageStore(root if cfg.data.image == "on" else None))
         self.model = Extractor(self.encoder, cfg, self.classes)
         self.model.retriever = retriever  # saved with the model (model/retrieval/)
         self.pad_id = self.encoder.tokenizer.pad_token_id

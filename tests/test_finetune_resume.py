@@ -133,3 +133,23 @@ def test_resume_refuses_a_different_config_and_a_finished_run(synth_dir, uninter
         (finished / name).write_bytes((uninterrupted / name).read_bytes())
     with pytest.raises(MmieError, match="has finished"):
         finetune_main(["--resume", "--run-dir", str(finished), "--tracking-uri", "none"])
+
+
+def test_model_starts_the_same_with_cold_or_warm_caches(synth_dir, tmp_path, monkeypatch):
+    """A cache miss builds models (the offline picture describer here) while the inputs are prepared; that must not
+    move torch's global generator, or a run's first time on a dataset trains from other initial weights than
+    every later run with the same seed (a resumed run, whose caches are warm, then diverged from it)."""
+    from finetune.run import build_config, parse
+    from finetune.trainer import FinetuneTrainer
+
+    monkeypatch.setenv("MMIE_CACHE", str(tmp_path / "cache"))
+    cfg = build_config(parse(["--task", "mner", "--data", str(synth_dir / "twitter"), "--init", "none",
+                              "model.image_size=64", "data.max_train=16"]))
+    starts = []
+    for run in ("cold", "warm"):
+        tr = FinetuneTrainer(cfg, tmp_path / run, "none", quiet=True)
+        starts.append((tr.model.state_dict(), torch.get_rng_state()))
+    assert any((tmp_path / "cache" / "contexts").iterdir())  # the first trainer described the pictures
+    (cold, cold_rng), (warm, warm_rng) = starts
+    assert torch.equal(cold_rng, warm_rng)
+    assert cold.keys() == warm.keys() and all(torch.equal(cold[k], warm[k]) for k in cold)
