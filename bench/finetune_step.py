@@ -11,10 +11,12 @@ default size, side by side in one run; then where the rest of the step goes. Las
 
 Parts are timed in isolation (forward + backward of one stage on the detached outputs of the stage before it):
 collate, text encoder, vision encoder, fusion layers, adaptive fusion, heads (CRF / word-pair cell / grid),
-alignment losses, optimizer (clipping + AdamW); "evaluation per epoch" is one pass over dev, beside the training
-time of one epoch (steps per epoch x the full step); "padding" is padded over real tokens in one epoch's batches
-without and with length buckets (train.bucket_pool 0 and 50). MJERE is derived from MNRE (finetune.mjere) into a
-temp dir. "adamw_ms_text_encoder" times one AdamW step over MiniLM-L6: fused, foreach and per-tensor loop.
+alignment losses, optimizer (clipping + AdamW), and, where the task's config averages the weights (train.ema > 0,
+MNER's default), the average's update, which the full step then includes too; "evaluation per epoch" is the dev
+passes of one epoch (two with train.ema: the average and the weights as trained), beside the training time of one
+epoch (steps per epoch x the full step); "padding" is padded over real tokens in one epoch's batches without and
+with length buckets (train.bucket_pool 0 and 50). MJERE is derived from MNRE (finetune.mjere) into a temp dir.
+"adamw_ms_text_encoder" times one AdamW step over MiniLM-L6: fused, foreach and per-tensor loop.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import torch  # noqa: E402
 import common  # noqa: E402,F401
 from common.optim import adamw  # noqa: E402
 from finetune import task as loss_terms  # noqa: E402
+from finetune.ema import WeightAverage  # noqa: E402
 from finetune.trainer import FinetuneTrainer  # noqa: E402
 from finetune.run import build_config, parse  # noqa: E402
 
@@ -127,6 +130,8 @@ def head_parts(tr: FinetuneTrainer, b: dict, H, v_cls, M, opt, gen: torch.Genera
 
     out["optimizer"] = timed(step)
     model.zero_grad(set_to_none=True)
+    if tr.ema is not None:
+        out["weight average"] = timed(lambda: tr.ema.update(model))
     return out
 
 
@@ -160,6 +165,7 @@ def bench_task(task: str, data: Path, steps: int, overrides: list[str], tmp: Pat
     steps_per_epoch = len(order)
     order = order[:steps + 1]
     opt, sched = tr.optimizer(steps_per_epoch * t.epochs)
+    tr.ema = WeightAverage(tr.model, t.ema) if t.ema > 0 else None  # as fit() sets it: train_step updates it
     gen = torch.Generator().manual_seed(0)
     bare = copy.deepcopy(tr.encoder.text).train()
     if tr.encoder.cfg.fusion_init == "split":  # the bare step is the whole text encoder: its top layers back
@@ -188,7 +194,7 @@ def bench_task(task: str, data: Path, steps: int, overrides: list[str], tmp: Pat
     part = [parts(tr, idx, opt, gen) for idx in order[1:]]
     parts_s = {k: statistics.median(p[k] for p in part) for k in part[0]}
     tr.model.train()
-    eval_s = timed(lambda: tr.predict_split("dev"))
+    eval_s = timed(lambda: tr.predict_split("dev")) * (2 if tr.ema is not None else 1)
     full_s, bare_s = statistics.median(full), statistics.median(plain)
     epoch_train_s = steps_per_epoch * full_s
     lengths = [len(f.input_ids) for f in train.feats]
@@ -197,6 +203,7 @@ def bench_task(task: str, data: Path, steps: int, overrides: list[str], tmp: Pat
             "batch_size": t.batch_size,
             "tokens_per_batch": round(statistics.mean(s[0][0] * s[0][1] for s in sizes), 1),
             "pictures_per_batch": statistics.mean(s[1] for s in sizes), "steps_per_epoch": steps_per_epoch,
+            "ema": t.ema,
             "parts_s": {k: round(v, 4) for k, v in parts_s.items()},
             "parts_sum_over_full": round(sum(parts_s.values()) / full_s, 3),
             "epoch_train_s": round(epoch_train_s, 1), "eval_dev_s": round(eval_s, 1),

@@ -120,8 +120,8 @@ class TrainConfig:
     eval_batch_size: int = 64
     bucket_pool: int = 0  # >0: sort each run of this many shuffled batches by length (less padding); 0: plain shuffle
     threads: int = 0  # torch threads; 0 = torch's default (every core)
-    ema: float = 0.0  # > 0: dev selects and test scores a moving average of the weights with this decay per step
-    # (finetune/ema.py; horizon ~1 / (1 - ema) steps); 0: the weights as trained
+    ema: float = 0.0  # > 0: a moving average of the weights with this decay per step (finetune/ema.py; horizon
+    # ~1 / (1 - ema) steps) is scored on dev beside the weights as trained, the better is each epoch's candidate
     keep_checkpoints: bool = False  # keep <run>/checkpoints/ after a run finishes (--resume needs them until then)
 
     def __post_init__(self):

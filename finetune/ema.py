@@ -1,4 +1,5 @@
-"""An exponential moving average of the weights (`train.ema`), the averaged model that dev selects and test scores.
+"""An exponential moving average of the weights (`train.ema`), scored on dev beside the weights as trained after
+every epoch; the better of the two is the epoch's candidate for the best model (finetune/trainer.py, end_epoch).
 
 After optimizer step t the average is  A_t = d A_{t-1} + (1 - d) W_t  with A_0 = 0, read with the bias correction
 A_t / (1 - d^t): a weighted mean of W_1 .. W_t with weights proportional to d^(t - s), so the first epoch's average

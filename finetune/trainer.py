@@ -234,26 +234,36 @@ class FinetuneTrainer:
 
     def end_epoch(self, epoch: int, metrics: dict, state: dict) -> None:
         """Score dev, log the epoch, and keep the best weights so far (early-stopping count otherwise). With
-        train.ema the averaged weights are the ones selected and kept."""
+        train.ema dev scores both the moving average and the weights as trained, and the better of the two is the
+        epoch's candidate: a long run's average damps its last steps' noise, but a short run's still holds its
+        first, untrained steps (600 tweets for 3 epochs is ~110 steps, inside the average's ~200-step horizon), so
+        dev decides, epoch by epoch. Ties go to the average."""
         if self.ema is None:
-            self.select(epoch, metrics, state)
-        else:  # the weights as trained are scored too, so a run shows what the average changed on dev
-            metrics["dev/f1_live"] = score(self.cfg.task, self.data["dev"], self.predict_split("dev"))["f1"]
-            with self.ema.swapped_in(self.model):
-                self.select(epoch, metrics, state)
+            return self.select(epoch, metrics, state, self.score_dev(), "as trained")
+        live = self.score_dev()
+        metrics["dev/f1_live"] = live["f1"]
+        with self.ema.swapped_in(self.model):
+            average = self.score_dev()
+            metrics["dev/f1_average"] = average["f1"]
+            if average["f1"] >= live["f1"]:
+                return self.select(epoch, metrics, state, average, "average")
+        self.select(epoch, metrics, state, live, "as trained")
 
-    def select(self, epoch: int, metrics: dict, state: dict) -> None:
-        dev = score(self.cfg.task, self.data["dev"], self.predict_split("dev"))
+    def score_dev(self) -> dict:
+        return score(self.cfg.task, self.data["dev"], self.predict_split("dev"))
+
+    def select(self, epoch: int, metrics: dict, state: dict, dev: dict, weights: str) -> None:
+        """Log the epoch with `dev` (the scores of the model's weights now) and keep those weights if best."""
         metrics.update({f"dev/{k}": dev[k] for k in ("f1", "precision", "recall")})
         if self.cfg.task == "mjere":
             metrics["dev/entity_f1"] = dev["entity"]["f1"]
         self.logger.log_metrics(metrics, epoch)
-        state["history"].append({"epoch": epoch, **metrics})
+        state["history"].append({"epoch": epoch, **metrics, "weights": weights})
         if self.report_fn is not None:
             self.report_fn(epoch, metrics)
         best = state["best"]
         if dev["f1"] > best["f1"]:
-            state["best"] = {"f1": dev["f1"], "epoch": epoch, "dev": dev, "bad_epochs": 0}
+            state["best"] = {"f1": dev["f1"], "epoch": epoch, "dev": dev, "bad_epochs": 0, "weights": weights}
             checkpoint.save_best(self.ckpt_dir, epoch, self.model.state_dict())
         else:
             best["bad_epochs"] += 1
@@ -272,7 +282,8 @@ class FinetuneTrainer:
         result = {
             "task": cfg.task, "init": cfg.init, "image": cfg.data.image, "context": cfg.data.context,
             "threads": torch.get_num_threads(), "dev": dev, "dev_at_selection": best["dev"], "none_margin": margin,
-            "test": test, "epochs": state["done"], "best_epoch": best["epoch"], "n_train": len(self.splits["train"]),
+            "test": test, "epochs": state["done"], "best_epoch": best["epoch"],
+            "best_weights": best.get("weights"), "n_train": len(self.splits["train"]),
             "wall_s": round(wall, 1), "resumed_after_epochs": state["resumed_at"],
             "mlflow_run_id": getattr(self.logger, "run_id", None), "history": state["history"],
             "missing_images": {k: d.image_counts for k, d in self.data.items()},

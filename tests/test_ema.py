@@ -1,5 +1,6 @@
 """train.ema: the moving average of the weights is the bias-corrected weighted mean it claims to be, swapping it in
-and out leaves the training weights untouched, and a resumed run continues the average exactly."""
+and out leaves the training weights untouched, dev picks the better of the average and the weights as trained each
+epoch, and a resumed run continues the average exactly."""
 import json
 from pathlib import Path
 
@@ -69,5 +70,10 @@ def test_resumed_run_continues_the_average(synth_dir, tmp_path):
     m, ref = (json.loads((r / "metrics.json").read_text()) for r in (resumed, straight))
     assert m["resumed_after_epochs"] == [2]
     assert len({h["dev/f1"] for h in ref["history"]}) > 1  # a run that learns
+    for h in ref["history"]:  # each epoch's candidate is the better on dev of the average and the weights as trained
+        better = "average" if h["dev/f1_average"] >= h["dev/f1_live"] else "as trained"
+        assert (h["weights"], h["dev/f1"]) == (better, max(h["dev/f1_average"], h["dev/f1_live"]))
+    assert ref["best_weights"] == ref["history"][ref["best_epoch"] - 1]["weights"]
+    assert ref["dev"]["f1"] == max(h["dev/f1"] for h in ref["history"])
     for key in ("dev", "test", "best_epoch", "history"):
         assert m[key] == ref[key], key
