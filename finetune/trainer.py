@@ -275,7 +275,7 @@ class FinetuneTrainer:
         if best["epoch"]:
             self.model.load_state_dict(checkpoint.load_best(self.ckpt_dir, best["epoch"]))
         margin = self.tune_none_margin()
-        dev = best["dev"] if margin is None else score(cfg.task, self.data["dev"], self.predict_split("dev"))
+        dev = best["dev"] if margin is None else self.score_dev()
         test_preds = self.predict_split("test")
         test = score(cfg.task, self.data["test"], test_preds)
         self.logger.log_metrics({f"test/{k}": test[k] for k in ("f1", "precision", "recall")}, best["epoch"])
