@@ -23,8 +23,9 @@ OFFLINE_ENV = {
 
 
 def cache_dir() -> Path:
-    """Writable cache for mmie and the libraries it drives ($MMIE_CACHE, default ~/.cache/mmie)."""
-    root = Path(os.environ.get("MMIE_CACHE", Path.home() / ".cache" / "mmie"))
+    """Writable cache for mmie and the libraries it drives ($MMIE_CACHE, default ~/.cache/mmie; an empty value is
+    unset, never the working directory)."""
+    root = Path(os.environ.get("MMIE_CACHE") or Path.home() / ".cache" / "mmie")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError:

@@ -301,3 +301,12 @@ def test_prediction_keeps_the_order_of_the_examples():
     feats = [Features([101] + [7] * n + [102], n + 2, [1], [1], [2], "a", [0]) for n in (3, 9, 1, 5, 7)]
     images = {"a": torch.zeros(3, 4, 4)}
     assert predict_features(Echo(), feats, images, 0, "mner", batch_size=2) == [5, 11, 3, 7, 9]
+
+
+def test_an_empty_cache_variable_is_unset_not_the_working_directory(tmp_path, monkeypatch):
+    from common.offline import cache_dir
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MMIE_CACHE", "")
+    assert cache_dir() == tmp_path / "home" / ".cache" / "mmie"
+    assert list(tmp_path.iterdir()) == [tmp_path / "home"]  # nothing written where the command ran
