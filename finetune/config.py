@@ -95,6 +95,8 @@ class HeadConfig:
     dropout: float = 0.1
     relation: Literal["wordpair", "markers", "cls"] = "wordpair"  # MRE: word-pair head's marked cell |
     # [<h>; <t>] -> linear | the fused [CLS] state -> linear (IMM's RE head, its Eq. 24)
+    marker_form: bool = False  # MRE markers head: also read the form embedding (POS, shape, + head.spacy_entities:
+    # spaCy's entity guess) of each span's first word beside the <h>/<t> states: [<h>; <t>; form(h1); form(t1)]
     none_weight: float = 1.0  # MRE/MJERE: the loss weight of the `None` class (1 = unweighted)
     tune_none: bool = True  # MRE/MJERE: choose on dev the margin by which `None` must win (calibration.py)
 

@@ -56,7 +56,7 @@ class Extractor(nn.Module):
                                       nn.Dropout(h.dropout), nn.Linear(h.hidden, len(classes)))
             self.crf = CRF(len(classes))
         elif self.task == "mre" and h.relation == "markers":  # the plain marker-pair classifier: [<h>; <t>] -> linear
-            self.marker_pair = nn.Linear(2 * D, len(classes))
+            self.marker_pair = nn.Linear(2 * D + (2 * h.pos_dim if h.marker_form else 0), len(classes))
         elif self.task == "mre" and h.relation == "cls":  # IMM's RE head (its Eq. 24): the fused [CLS] -> linear
             self.cls_head = nn.Linear(D, len(classes))
         else:
@@ -142,7 +142,12 @@ class Extractor(nn.Module):
         if self.cfg.head.relation == "markers":
             rows = torch.arange(f["words"].shape[0], device=f["words"].device)
             h, t = f["words"][rows, batch["pair"][:, 0]], f["words"][rows, batch["pair"][:, 1]]  # (N, D) each
-            return {"final": torch.log_softmax(self.marker_pair(torch.cat([h, t], -1)), -1)}
+            x = [h, t]
+            if self.cfg.head.marker_form:  # each span's first word follows its opening marker
+                first = (batch["pair"] + 1).clamp(max=f["words"].shape[1] - 1)
+                form = self.form(batch)
+                x += [form[rows, first[:, 0]], form[rows, first[:, 1]]]
+            return {"final": torch.log_softmax(self.marker_pair(torch.cat(x, -1)), -1)}
         if hasattr(self, "cls_head"):
             return {"final": torch.log_softmax(self.cls_head(f["cls"]), -1)}
         return self.pair(f["words"], self.form(batch), batch["pair"])  # one cell per post: (<h>, <t>)

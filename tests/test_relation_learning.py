@@ -29,9 +29,11 @@ def run(task, data, out, *extra):
     return json.loads((out / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("head", ["wordpair", "markers"])
+@pytest.mark.parametrize("head", [["head.relation=wordpair"], ["head.relation=markers"],
+                                  ["head.relation=markers", "head.marker_form=true", "head.spacy_entities=true"]],
+                         ids=["wordpair", "markers", "markers+form"])
 def test_mre_learns_far_above_the_majority_class(relation_data, tmp_path, head):
-    m = run("mre", relation_data / "mnre", tmp_path / "run", "train.epochs=4", f"head.relation={head}")
+    m = run("mre", relation_data / "mnre", tmp_path / "run", "train.epochs=4", *head)
     gold = [ex.triples[0].label for ex in read_task("mre", relation_data / "mnre")["dev"].examples]
     majority = Counter(gold).most_common(1)[0][0]
     floor = re_scores(gold, [majority] * len(gold))["f1"]  # `None` here: 0 over the non-None labels
