@@ -151,6 +151,9 @@ class FinetuneConfig:
         if self.align.sw_weight > 0 and self.fusion.kind != "imm":
             raise ConfigError(f"align.sw_weight={self.align.sw_weight}: IMM's SW loss reads the imm fusion's ISA "
                               f"states; set fusion.kind=imm (it is {self.fusion.kind!r})")
+        if self.head.marker_form and (self.task != "mre" or self.head.relation != "markers"):
+            raise ConfigError(f"head.marker_form=true: only the MRE markers head reads it; set --task mre and "
+                              f"head.relation=markers (they are {self.task!r}, {self.head.relation!r})")
 
 
 CONFIG_DIR = Path(__file__).with_name("configs")

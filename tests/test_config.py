@@ -182,3 +182,11 @@ def test_config_files_hold_only_what_differs_from_what_they_extend(path):
     same += [k for k, v in own.items() if not isinstance(v, dict) and inherited.get(k) == v]
     assert not same, f"{path} restates {same}"
     assert read_yaml(path)  # and it reads
+
+
+def test_an_option_that_no_head_reads_is_an_error_not_ignored():
+    from finetune.config import FinetuneConfig
+    load_config(FinetuneConfig, None, ["task=mre", "head.relation=markers", "head.marker_form=true"])
+    for task, relation in (("mre", "wordpair"), ("mjere", "markers")):
+        with pytest.raises(ConfigError, match="head.marker_form=true: only the MRE markers head"):
+            load_config(FinetuneConfig, None, [f"task={task}", f"head.relation={relation}", "head.marker_form=true"])
