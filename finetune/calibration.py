@@ -46,16 +46,21 @@ JOINT_MARGINS = (-4.0, -3.0, -2.0, -1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0,
 
 
 def best_joint_margin(logps: list[torch.Tensor], classes: list[str], gold_triples: list, gold_entities: list,
-                      candidates: tuple[float, ...] = JOINT_MARGINS) -> dict[str, float]:
+                      candidates: tuple[float, ...] = JOINT_MARGINS,
+                      allowed: torch.Tensor | None = None) -> dict[str, float]:
     """MJERE: logps per sentence (W, W, C) -> the margin (one for every cell) with the best dev triple F1 after
-    decoding (the grid's cell F1 is not the metric: a triple needs both entity cells and its relation cell)."""
+    decoding (the grid's cell F1 is not the metric: a triple needs both entity cells and its relation cell); with
+    `allowed` (wordpair.relation_types) decoded as head.typed_decode decodes."""
     from finetune.metrics import joint_scores
-    from finetune.wordpair import decode_joint
+    from finetune.wordpair import decode_joint, decode_joint_typed
 
     results = {}
     for m in candidates:
         preds = []
         for lp in logps:
+            if allowed is not None:
+                preds.append(decode_joint_typed(lp, m, lp.shape[0], classes, allowed))
+                continue
             pred = decode(lp, m)
             preds.append(decode_joint(pred, lp.gather(-1, pred[..., None]).squeeze(-1).exp(), lp.shape[0], classes))
         results[m] = joint_scores(gold_triples, [p[1] for p in preds], gold_entities, [p[0] for p in preds])["f1"]

@@ -149,7 +149,8 @@ def load_model_dir(model_dir: Path, run: Path | str | None = None) -> tuple[Extr
     except Exception as e:  # a truncated or garbled file: safetensors raises its own error types
         raise MmieError(f"{model_dir / 'heads.safetensors'}: unreadable ({str(e)[:120]})") from None
     missing = model.load_state_dict(heads, strict=False)
-    bad = [k for k in missing.missing_keys if not k.startswith("encoder.") and k != "none_margin"]  # older runs: 0
+    older = ("none_margin", "relation_types")  # runs before them: margin 0, every type signature allowed
+    bad = [k for k in missing.missing_keys if not k.startswith("encoder.") and k not in older]
     bad += list(missing.unexpected_keys)
     if bad:
         raise MmieError(f"{run}: saved heads do not match the model ({bad[0]})")

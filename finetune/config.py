@@ -97,6 +97,8 @@ class HeadConfig:
     # [<h>; <t>] -> linear | the fused [CLS] state -> linear (IMM's RE head, its Eq. 24)
     marker_form: bool = False  # MRE markers head: also read the form embedding (POS, shape, + head.spacy_entities:
     # spaCy's entity guess) of each span's first word beside the <h>/<t> states: [<h>; <t>; form(h1); form(t1)]
+    typed_decode: bool = False  # MJERE: choose entity types and relations together, under the (head type, tail
+    # type) pairs each relation has in training (wordpair.decode_joint_typed); false: each cell's own argmax
     none_weight: float = 1.0  # MRE/MJERE: the loss weight of the `None` class (1 = unweighted)
     tune_none: bool = True  # MRE/MJERE: choose on dev the margin by which `None` must win (calibration.py)
 
@@ -151,6 +153,9 @@ class FinetuneConfig:
         if self.align.sw_weight > 0 and self.fusion.kind != "imm":
             raise ConfigError(f"align.sw_weight={self.align.sw_weight}: IMM's SW loss reads the imm fusion's ISA "
                               f"states; set fusion.kind=imm (it is {self.fusion.kind!r})")
+        if self.head.typed_decode and self.task != "mjere":
+            raise ConfigError(f"head.typed_decode=true: only MJERE's grid decodes entity types with relations; set "
+                              f"--task mjere (it is {self.task!r})")
         if self.head.marker_form and (self.task != "mre" or self.head.relation != "markers"):
             raise ConfigError(f"head.marker_form=true: only the MRE markers head reads it; set --task mre and "
                               f"head.relation=markers (they are {self.task!r}, {self.head.relation!r})")

@@ -11,9 +11,10 @@ from finetune import calibration
 from finetune.config import FinetuneConfig
 from finetune.crf import CRF
 from finetune.fusions import build_fusion, masked_mean
+from finetune.labels import ENTITY_TYPES
 from finetune.pos import ENT_TAGS, UPOS
 from finetune.shape import CHAR_VOCAB, SHAPES
-from finetune.wordpair import WordPairHead, decode_joint, grid_loss
+from finetune.wordpair import WordPairHead, decode_joint, decode_joint_typed, grid_loss
 
 
 class CharCNN(nn.Module):
@@ -66,6 +67,8 @@ class Extractor(nn.Module):
             self.register_buffer("none_margin", torch.zeros(()))
             self.register_buffer("class_weight", torch.ones(len(classes)), persistent=False)
             self.class_weight[0] = h.none_weight
+        if self.task == "mjere":  # which (head type, tail type) pairs each relation has in training (typed_decode)
+            self.register_buffer("relation_types", torch.ones(len(classes), len(ENTITY_TYPES), len(ENTITY_TYPES)))
 
     def stand_in_vision(self, picture: torch.Tensor) -> dict[str, torch.Tensor]:
         """The vision encoder's features of the stand-in picture (1, 3, S, S): a constant input, so they are computed
@@ -175,6 +178,9 @@ class Extractor(nn.Module):
             pred = calibration.decode(self.relation_out(f, batch)["final"], margin)  # (N,)
             return [self.classes[i] for i in pred.tolist()]
         logp = self.pair(f["words"], self.form(batch))["final"]  # (N, W, W, C)
+        if self.cfg.head.typed_decode:
+            return [decode_joint_typed(logp[i], margin, n_words[i], self.classes, self.relation_types)
+                    for i in range(logp.shape[0])]
         pred = calibration.decode(logp, margin)
         score = logp.gather(-1, pred[..., None]).squeeze(-1).exp()
         return [decode_joint(pred[i], score[i], n_words[i], self.classes) for i in range(logp.shape[0])]

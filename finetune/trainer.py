@@ -20,6 +20,7 @@ from common.tracking import check_tracking_uri, make_logger
 from finetune import calibration, checkpoint, task
 from finetune.batches import batches, collate, predict_features
 from finetune.labels import task_classes
+from finetune.wordpair import relation_types
 from finetune.checkpoint import load_encoder, save_model_dir
 from finetune.config import FinetuneConfig
 from finetune.ema import WeightAverage
@@ -103,6 +104,9 @@ class FinetuneTrainer:
                                                           ImageStore(root if cfg.data.image == "on" else None))
         warn_if_no_picture_found(self.data, self.splits, root if cfg.data.image == "on" else None)
         self.model = Extractor(self.encoder, cfg, self.classes)
+        if cfg.task == "mjere":  # the relations' type signatures in training, saved with the heads (typed_decode)
+            self.model.relation_types.copy_(relation_types(
+                self.classes, [t for ex in self.splits["train"].examples for t in ex.triples]))
         self.model.retriever = retriever  # saved with the model (model/retrieval/)
         self.pad_id = self.encoder.tokenizer.pad_token_id
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -161,8 +165,9 @@ class FinetuneTrainer:
             found = calibration.best_none_margin(torch.tensor([f.labels for f in dev.feats]), torch.stack(logps))
         else:
             examples = dev.split.examples
+            allowed = self.model.relation_types if self.cfg.head.typed_decode else None
             found = calibration.best_joint_margin(logps, self.classes, [ex.triples for ex in examples],
-                                                  [ex.entities for ex in examples])
+                                                  [ex.entities for ex in examples], allowed=allowed)
         self.model.none_margin.fill_(found["margin"])
         if not self.quiet:
             tqdm.write(f"`None` margin {found['margin']:+.3f} chosen on dev: F1 {100 * found['f1_at_zero']:.2f} -> "

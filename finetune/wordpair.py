@@ -67,6 +67,65 @@ def decode_joint(pred: torch.Tensor, score: torch.Tensor, n_words: int, classes:
     return entities, sorted(triples)
 
 
+def relation_types(classes: list[str], triples: list[Triple]) -> torch.Tensor:
+    """(C, T, T) with 1 where `triples` (the training set's) hold relation class c between a head of entity type
+    ENTITY_TYPES[a] and a tail of type ENTITY_TYPES[b], else 0 (rows of non-relation classes stay 0)."""
+    index, types = {c: i for i, c in enumerate(classes)}, {t: i for i, t in enumerate(ENTITY_TYPES)}
+    allowed = torch.zeros(len(classes), len(ENTITY_TYPES), len(ENTITY_TYPES))
+    for t in triples:
+        if t.label in index and t.head.label in types and t.tail.label in types:
+            allowed[index[t.label], types[t.head.label], types[t.tail.label]] = 1.0
+    return allowed
+
+
+def decode_joint_typed(logp: torch.Tensor, margin: float, n_words: int, classes: list[str],
+                       allowed: torch.Tensor) -> tuple[list, list]:
+    """Entities and triples of one sentence with the entity types and relations chosen together.
+
+    logp (W, W, C) the grid's log-probabilities, `margin` the `None` margin (calibration.py), `allowed` (C, T, T)
+    from `relation_types`. The entity spans are those of `decode_joint`. Their types t and the pairs' relations r
+    then maximise sum_e log p_e(t_e) + sum_(a,b) s_ab(t_a, t_b), where s_ab(t_a, t_b) is the best of "no triple"
+    (log p(None) - margin, or an entity type in the pair's cell: what makes `decode_joint` emit no triple) and of
+    log p_ab(r) over the relations r that the training set holds between types t_a and t_b. A triple whose types its
+    relation never takes in training is never emitted, and a confident relation can re-type a doubtful entity
+    (member_of makes its tail an ORG). Solved by coordinate ascent from each entity's own best type: every change
+    raises the objective, so it stops. With every signature allowed it is `decode_joint` (up to exact ties)."""
+    from finetune.calibration import decode
+
+    lp = logp[:n_words, :n_words].float()
+    pred = decode(lp, margin)
+    entities, _ = decode_joint(pred, lp.gather(-1, pred[..., None]).squeeze(-1).exp(), n_words, classes)
+    if not entities:
+        return [], []
+    n_types, k = 1 + len(ENTITY_TYPES), len(entities)
+    starts = torch.tensor([e.start for e in entities])
+    type_lp = lp[torch.tensor([e.end - 1 for e in entities]), starts, 1:n_types]  # (k, T)
+    cell = lp[starts][:, starts]  # (k, k, C): the cell (start of a, start of b) holds a's relation to b
+    no_triple = torch.maximum(cell[..., 0] - margin, cell[..., 1:n_types].amax(-1))  # (k, k)
+    rel = cell[..., n_types:, None, None] + allowed[n_types:].log()  # (k, k, R, T, T); -inf where never seen
+    best_rel, which = rel.max(2)  # (k, k, T, T)
+    pair = torch.maximum(best_rel, no_triple[..., None, None])
+    pair = pair.masked_fill(torch.eye(k, dtype=torch.bool)[..., None, None], 0.0)
+    types, others = type_lp.argmax(-1).tolist(), torch.arange(k)
+    changed = True
+    while changed:
+        changed = False
+        for a in range(k):
+            tb = torch.tensor(types)
+            score = type_lp[a] + pair[a][others, :, tb].sum(0) + pair[:, a][others, tb, :].sum(0)  # (T,)
+            t = int(score.argmax())
+            if score[t] > score[types[a]] + 1e-6:
+                types[a], changed = t, True
+    typed = [Span(e.start, e.end, ENTITY_TYPES[t]) for e, t in zip(entities, types)]
+    triples = []
+    for a in range(k):
+        for b in range(k):
+            if a != b and best_rel[a, b, types[a], types[b]] > no_triple[a, b]:
+                r = n_types + int(which[a, b, types[a], types[b]])
+                triples.append(Triple(typed[a], typed[b], classes[r]))
+    return typed, sorted(triples)
+
+
 def pair_features(x: torch.Tensor) -> torch.Tensor:
     """(N, W, d) -> (N, W, W, 3d): [x_i; x_j; x_i - x_j] for every pair (the reference PairMLP factorises)."""
     W = x.shape[1]

@@ -190,3 +190,7 @@ def test_an_option_that_no_head_reads_is_an_error_not_ignored():
     for task, relation in (("mre", "wordpair"), ("mjere", "markers")):
         with pytest.raises(ConfigError, match="head.marker_form=true: only the MRE markers head"):
             load_config(FinetuneConfig, None, [f"task={task}", f"head.relation={relation}", "head.marker_form=true"])
+    load_config(FinetuneConfig, None, ["task=mjere", "head.typed_decode=true"])
+    for task in ("mner", "mre"):
+        with pytest.raises(ConfigError, match="head.typed_decode=true: only MJERE's grid"):
+            load_config(FinetuneConfig, None, [f"task={task}", "head.typed_decode=true"])

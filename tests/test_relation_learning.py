@@ -5,11 +5,14 @@ from collections import Counter
 import json
 
 import pytest
+import torch
 
+from finetune.checkpoint import load_trained
 from finetune.metrics import re_scores
 from finetune.mjere import build_from_mnre
 from finetune.readers import read_task
 from finetune.run import main as finetune_main
+from finetune.wordpair import relation_types
 from helpers.relation_text import write_relation_text
 
 
@@ -51,3 +54,8 @@ def test_mjere_learns_triples(relation_data, tmp_path):
     assert max(curve) >= 0.5, curve  # predicting nothing (the majority cell everywhere) scores 0
     assert m["dev"]["f1"] == pytest.approx(m["none_margin"]["f1"]) and m["none_margin"]["f1"] >= max(curve)
     assert m["test"]["entity"]["f1"] >= 0.6 and m["test"]["f1"] >= 0.4, (m["test"]["f1"], m["test"]["entity"])
+    # the relations' type signatures in training are saved with the model, for head.typed_decode
+    model, _ = load_trained(tmp_path / "run")
+    train = read_task("mjere", relation_data / "mjere")["train"].examples
+    expected = relation_types(model.classes, [t for ex in train for t in ex.triples])
+    assert torch.equal(model.relation_types, expected) and 0 < int(expected.sum()) < expected.numel()

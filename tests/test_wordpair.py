@@ -124,3 +124,48 @@ def test_grid_loss_skips_ignored_cells_and_weighs_classes():
         labels[keep]].sum()
     assert torch.allclose(grid_loss({"final": out["final"]}, labels, w), manual)  # a weighted mean
     assert grid_loss(out, torch.full_like(labels, IGNORE)) == 0  # nothing to learn from: 0, not nan
+
+
+def test_typed_decoding_with_every_signature_allowed_is_the_cellwise_decoding():
+    from finetune.calibration import decode
+    from finetune.wordpair import decode_joint_typed
+
+    classes = joint_classes(["contain", "member_of", "peer"])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        logits = torch.randn(7, 7, len(classes), generator=g) * 3
+        logp = torch.log_softmax(logits, -1)
+        for margin in (-1.0, 0.0, 1.0):
+            pred = decode(logp, margin)
+            cellwise = decode_joint(pred, logp.gather(-1, pred[..., None]).squeeze(-1).exp(), 7, classes)
+            assert decode_joint_typed(logp, margin, 7, classes, torch.ones(len(classes), 4, 4)) == cellwise
+
+
+def test_typed_decoding_keeps_relations_to_their_training_types():
+    from finetune.wordpair import decode_joint_typed, relation_types
+
+    classes = joint_classes(["member_of", "peer"])
+    A, B = Span(0, 1, "PER"), Span(2, 3, "ORG")
+    allowed = relation_types(classes, [Triple(A, B, "member_of"), Triple(A, Span(2, 3, "PER"), "peer")])
+    c = {name: i for i, name in enumerate(classes)}
+    assert allowed[c["member_of"]].sum() == 1 and allowed[c["member_of"], 0, 2] == 1  # PER -> ORG only
+
+    def grid(b_types: dict, relation: dict) -> torch.Tensor:
+        logits = torch.full((3, 3, len(classes)), -9.0)
+        logits[..., 0] = 0.0  # None everywhere else
+        logits[0, 0, c["PER"]] = 5.0
+        for name, v in b_types.items():
+            logits[2, 2, c[name]] = v
+        for name, v in relation.items():
+            logits[0, 2, c[name]] = v
+        return torch.log_softmax(logits, -1)
+
+    # a doubtful LOC tail under a confident member_of is re-typed ORG: the triple survives, typed as in training
+    ents, triples = decode_joint_typed(grid({"LOC": 3.0, "ORG": 2.6}, {"member_of": 6.0}), 0.0, 3, classes, allowed)
+    assert ents == [A, B] and triples == [Triple(A, B, "member_of")]
+    # a confident LOC tail under a doubtful member_of keeps its type, and the relation, never seen PER -> LOC, goes
+    ents, triples = decode_joint_typed(grid({"LOC": 9.0, "ORG": 1.0}, {"member_of": 0.5}), 0.0, 3, classes, allowed)
+    assert ents == [A, Span(2, 3, "LOC")] and triples == []
+    # a PER tail: the best relation its types allow (peer) instead of member_of, which PER -> PER never takes
+    ents, triples = decode_joint_typed(grid({"PER": 9.0}, {"member_of": 4.0, "peer": 3.0}), 0.0, 3, classes, allowed)
+    assert triples == [Triple(A, Span(2, 3, "PER"), "peer")]
