@@ -18,7 +18,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
 
 import common  # noqa: E402,F401
 from finetune import calibration  # noqa: E402
@@ -29,17 +28,7 @@ from finetune.metrics import joint_scores  # noqa: E402
 from finetune.pos import PosTagger  # noqa: E402
 from finetune.readers import read_task  # noqa: E402
 from finetune.splits import prepare_split  # noqa: E402
-from finetune.wordpair import decode_joint, decode_joint_typed, relation_types  # noqa: E402
-
-
-def decode_all(logps: list[torch.Tensor], margin: float, classes: list[str], allowed) -> list:
-    if allowed is not None:
-        return [decode_joint_typed(lp, margin, lp.shape[0], classes, allowed) for lp in logps]
-    out = []
-    for lp in logps:
-        pred = calibration.decode(lp, margin)
-        out.append(decode_joint(pred, lp.gather(-1, pred[..., None]).squeeze(-1).exp(), lp.shape[0], classes))
-    return out
+from finetune.wordpair import relation_types  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"margin": found["margin"]}
         for name in ("dev", "test"):
             examples = splits[name].examples
-            preds = decode_all(logps[name], found["margin"], model.classes, rule)
+            preds = calibration.decode_sentences(logps[name], found["margin"], model.classes, rule)
             s = joint_scores([ex.triples for ex in examples], [q[1] for q in preds], [ex.entities for ex in examples],
                              [q[0] for q in preds])
             row[name] = {"f1": s["f1"], "precision": s["precision"], "recall": s["recall"],

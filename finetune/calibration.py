@@ -42,6 +42,21 @@ def best_none_margin(gold: torch.Tensor, logp: torch.Tensor) -> dict[str, float]
     return {"margin": float(cuts[k]), "f1": float(f1[k]), "f1_at_zero": float(f1[-1])}
 
 
+def decode_sentences(logps: list[torch.Tensor], margin: float, classes: list[str],
+                     allowed: torch.Tensor | None = None) -> list[tuple[list, list]]:
+    """MJERE: logps per sentence (W, W, C) -> (entities, triples) per sentence under the margin: each cell's own
+    class (wordpair.decode_joint), or with `allowed` (wordpair.relation_types) as head.typed_decode decodes."""
+    from finetune.wordpair import decode_joint, decode_joint_typed
+
+    if allowed is not None:
+        return [decode_joint_typed(lp, margin, lp.shape[0], classes, allowed) for lp in logps]
+    out = []
+    for lp in logps:
+        pred = decode(lp, margin)
+        out.append(decode_joint(pred, lp.gather(-1, pred[..., None]).squeeze(-1).exp(), lp.shape[0], classes))
+    return out
+
+
 JOINT_MARGINS = (-4.0, -3.0, -2.0, -1.5, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -52,17 +67,10 @@ def best_joint_margin(logps: list[torch.Tensor], classes: list[str], gold_triple
     decoding (the grid's cell F1 is not the metric: a triple needs both entity cells and its relation cell); with
     `allowed` (wordpair.relation_types) decoded as head.typed_decode decodes."""
     from finetune.metrics import joint_scores
-    from finetune.wordpair import decode_joint, decode_joint_typed
 
     results = {}
     for m in candidates:
-        preds = []
-        for lp in logps:
-            if allowed is not None:
-                preds.append(decode_joint_typed(lp, m, lp.shape[0], classes, allowed))
-                continue
-            pred = decode(lp, m)
-            preds.append(decode_joint(pred, lp.gather(-1, pred[..., None]).squeeze(-1).exp(), lp.shape[0], classes))
+        preds = decode_sentences(logps, m, classes, allowed)
         results[m] = joint_scores(gold_triples, [p[1] for p in preds], gold_entities, [p[0] for p in preds])["f1"]
     best = max(results.values())
     m = min((m for m, f in results.items() if f >= best - 1e-12), key=abs)
