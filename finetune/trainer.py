@@ -20,7 +20,6 @@ from common.tracking import check_tracking_uri, make_logger
 from finetune import calibration, checkpoint, task
 from finetune.batches import batches, collate, predict_features
 from finetune.labels import task_classes
-from finetune.wordpair import relation_types
 from finetune.checkpoint import load_encoder, save_model_dir
 from finetune.config import FinetuneConfig
 from finetune.ema import WeightAverage
@@ -34,6 +33,7 @@ from finetune.splits import (STAND_IN_NOTE, SplitData, prepare_split, score, war
                              write_predictions)
 from finetune.subsets import nested_subset
 from finetune.teacher_signal import split_signal
+from finetune.wordpair import relation_types
 
 LOSS_TERMS = (*task.TERMS, "loss")
 
