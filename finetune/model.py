@@ -14,7 +14,7 @@ from finetune.fusions import build_fusion, masked_mean
 from finetune.labels import ENTITY_TYPES
 from finetune.pos import ENT_TAGS, UPOS
 from finetune.shape import CHAR_VOCAB, SHAPES
-from finetune.wordpair import WordPairHead, decode_joint, decode_joint_typed, grid_loss
+from finetune.wordpair import WordPairHead, grid_loss
 
 
 class CharCNN(nn.Module):
@@ -178,12 +178,9 @@ class Extractor(nn.Module):
             pred = calibration.decode(self.relation_out(f, batch)["final"], margin)  # (N,)
             return [self.classes[i] for i in pred.tolist()]
         logp = self.pair(f["words"], self.form(batch))["final"]  # (N, W, W, C)
-        if self.cfg.head.typed_decode:
-            return [decode_joint_typed(logp[i], margin, n_words[i], self.classes, self.relation_types)
-                    for i in range(logp.shape[0])]
-        pred = calibration.decode(logp, margin)
-        score = logp.gather(-1, pred[..., None]).squeeze(-1).exp()
-        return [decode_joint(pred[i], score[i], n_words[i], self.classes) for i in range(logp.shape[0])]
+        allowed = self.relation_types if self.cfg.head.typed_decode else None
+        return calibration.decode_sentences([logp[i, :n, :n] for i, n in enumerate(n_words)], margin, self.classes,
+                                            allowed)
 
     @torch.no_grad()
     def relation_logp(self, batch: dict) -> list[torch.Tensor]:
