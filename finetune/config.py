@@ -21,6 +21,8 @@ class DataConfig:
     context: str = "offline"  # offline | none | file:<json>
     context_top_k: int = TOP_K  # offline context: name up to this many ImageNet classes of the picture ...
     context_min_prob: float = MIN_PROB  # ... each with at least this probability
+    missing_context: Literal["none", "generic"] = "generic"  # the context of a post whose picture is missing or
+    # unreadable: none | the generic "No picture is available for this post." (finetune/context.py)
     image: Literal["on", "none"] = "on"  # "none": text-only ablation (default image, no image-derived context)
     max_length: int = 128  # sub-tokens of the text segment ([CLS] text [SEP]); words past it are cut and reported
     max_context_length: int = 128  # sub-tokens of the context segment (context [SEP]), its own budget: a long
@@ -126,6 +128,9 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 = torch's default (every core)
     ema: float = 0.0  # > 0: a moving average of the weights with this decay per step (finetune/ema.py; horizon
     # ~1 / (1 - ema) steps) is scored on dev beside the weights as trained, the better is each epoch's candidate
+    attention_dropout: float = -1.0  # dropout on the text encoder's and fusion layers' attention weights; < 0: the
+    # encoder's own (MiniLM-L6: 0.1). At 0 a CPU step takes PyTorch's fused attention kernel instead of
+    # softmax, dropout and two matmuls (BENCHMARKS.md, "Attention dropout")
     keep_checkpoints: bool = False  # keep <run>/checkpoints/ after a run finishes (--resume needs them until then)
 
     def __post_init__(self):
@@ -133,7 +138,7 @@ class TrainConfig:
                                      "lr": (1e-12, None), "encoder_lr": (0.0, None), "crf_lr": (0.0, None),
                                      "weight_decay": (0.0, None), "warmup_ratio": (0.0, 0.99), "clip": (1e-12, None),
                                      "patience": (1, None), "bucket_pool": (0, None), "threads": (0, None),
-                                     "ema": (0.0, 0.99999)})
+                                     "ema": (0.0, 0.99999), "attention_dropout": (-1.0, 0.99)})
 
 
 @dataclass

@@ -9,7 +9,9 @@
     python -m finetune.context generate --images DIR --generator PATH --out contexts.json
                             writes such a file with a local image-to-text model (finetune/context_generate.py)
 
-A post whose image is missing or unreadable gets an honest generic context; every fallback is counted.
+A post whose image is missing or unreadable gets no context (`data.missing_context=none`, the default: a sentence
+that is the same for every such post tells the model nothing and costs every step its tokens) or an honest generic
+one (`generic`); every fallback is counted.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from common.offline import cache_dir, read_cache
 from finetune.images import ImageStore
 
 GENERIC_CONTEXT = "No picture is available for this post."
+MISSING_CONTEXT = {"none": "", "generic": GENERIC_CONTEXT}  # data.missing_context -> the fallback text
 OFFLINE_VERSION = "offline-v2"  # v2: JPEGs decoded at a reduced scale >= 224 px (ImageStore.decode_size)
 TOP_K, MIN_PROB = 3, 0.05  # the offline describer names the top_k ImageNet classes with p >= min_prob
 
@@ -35,8 +38,10 @@ class ContextSource:
     name = "none"
     image_size = -1  # the square side it resizes pictures to; -1: reads no picture; 0: reads them at full size
 
-    def __init__(self):
+    def __init__(self, fallback: str = GENERIC_CONTEXT):
+        """fallback: the context of a post whose picture (or its description) is missing: "" or GENERIC_CONTEXT."""
         self.counts: Counter = Counter()
+        self.fallback = fallback
 
     def describe(self, names: list[str], store: ImageStore) -> list[str]:
         self.counts["none"] += len(names)
@@ -47,8 +52,8 @@ class ContextSource:
 
 
 class FileContext(ContextSource):
-    def __init__(self, path: Path):
-        super().__init__()
+    def __init__(self, path: Path, fallback: str = GENERIC_CONTEXT):
+        super().__init__(fallback)
         self.name = f"file:{path}"
         data = load_json(path, f"context file {path} does not exist",
                          f"context file {path}: not a JSON object of image id -> text")
@@ -64,7 +69,7 @@ class FileContext(ContextSource):
         for name in names:
             text = self.texts.get(name) or self.texts.get(Path(name).stem)
             self.counts["from file" if text else "missing from file"] += 1
-            out.append(text or GENERIC_CONTEXT)
+            out.append(text or self.fallback)
         return out
 
 
@@ -81,9 +86,9 @@ class OfflineContext(ContextSource):
     CLASSIFIER_SIZE = 224  # EfficientNet-Lite0's own input size
 
     def __init__(self, top_k: int = TOP_K, min_prob: float = MIN_PROB, detector=None, batch_size: int = 32,
-                 cache: Path | None = None, persist: bool = True):
+                 cache: Path | None = None, persist: bool = True, fallback: str = GENERIC_CONTEXT):
         """persist: write new descriptions back to the cache file (False: in memory only, as a server wants)."""
-        super().__init__()
+        super().__init__(fallback)
         self.name, self.persist = "offline", persist
         self.top_k, self.min_prob, self.detector, self.batch_size = top_k, min_prob, detector, batch_size
         tag = OFFLINE_VERSION + (f"-{detector.name}" if detector is not None else "")
@@ -137,7 +142,7 @@ class OfflineContext(ContextSource):
             path = store.path(name)
             if path is None or not path.is_file():
                 self.counts["missing image"] += 1
-                out[i] = GENERIC_CONTEXT
+                out[i] = self.fallback
                 continue
             key = hashlib.sha1(path.read_bytes()).hexdigest()
             if key in self.cache:
@@ -157,7 +162,7 @@ class OfflineContext(ContextSource):
                     ok.append(key)
                 else:
                     for i in todo[key]:
-                        out[i] = GENERIC_CONTEXT
+                        out[i] = self.fallback
                     self.counts["unreadable image"] += len(todo[key])
             for key, text in zip(ok, self._describe_images(images) if images else []):
                 if self.persist:  # a server's descriptions stay per call: its memory does not grow per picture
@@ -171,14 +176,18 @@ class OfflineContext(ContextSource):
 
 
 def build_context(spec: str, detector=None, persist: bool = True, top_k: int = TOP_K,
-                  min_prob: float = MIN_PROB) -> ContextSource:
-    """top_k, min_prob: the offline describer's ImageNet classes (the most probable top_k with p >= min_prob)."""
+                  min_prob: float = MIN_PROB, missing: str = "generic") -> ContextSource:
+    """top_k, min_prob: the offline describer's ImageNet classes (the most probable top_k with p >= min_prob);
+    missing: the context of a post without its picture or description, "none" (empty) or "generic"."""
+    if missing not in MISSING_CONTEXT:
+        raise MmieError(f"unknown missing-picture context {missing!r}: use {' or '.join(MISSING_CONTEXT)}")
+    fallback = MISSING_CONTEXT[missing]
     if spec == "none":
         return ContextSource()
     if spec == "offline":
-        return OfflineContext(top_k=top_k, min_prob=min_prob, detector=detector, persist=persist)
+        return OfflineContext(top_k=top_k, min_prob=min_prob, detector=detector, persist=persist, fallback=fallback)
     if spec.startswith("file:"):
-        return FileContext(Path(spec[len("file:"):]))
+        return FileContext(Path(spec[len("file:"):]), fallback=fallback)
     raise MmieError(f"unknown context source {spec!r}: use none, offline or file:<json>")
 
 

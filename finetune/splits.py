@@ -37,7 +37,8 @@ class SplitData:
 def context_source(cfg: FinetuneConfig, persist: bool = True):
     """The run's context source; with data.image none there is no picture to describe (a file still applies)."""
     spec = cfg.data.context if cfg.data.image == "on" or cfg.data.context.startswith("file:") else "none"
-    return build_context(spec, persist=persist, top_k=cfg.data.context_top_k, min_prob=cfg.data.context_min_prob)
+    return build_context(spec, persist=persist, top_k=cfg.data.context_top_k, min_prob=cfg.data.context_min_prob,
+                         missing=cfg.data.missing_context)
 
 
 def decode_size(vision_size: int, ctx: ContextSource) -> int:

@@ -17,6 +17,7 @@ from common.config import flatten, save_config
 from common.errors import DataError, MmieError
 from common.optim import adamw, param_groups, warmup_cosine
 from common.tracking import check_tracking_uri, make_logger
+from common.zoo import set_attention_dropout
 from finetune import calibration, checkpoint, task
 from finetune.batches import batches, collate, predict_features
 from finetune.labels import task_classes
@@ -88,6 +89,8 @@ class FinetuneTrainer:
             if not s.examples:
                 raise DataError(f"{s.path}: no examples for task {cfg.task}")
         self.encoder = load_encoder(cfg)
+        if cfg.train.attention_dropout >= 0:  # the text layers and the fusion layers taken from them
+            set_attention_dropout(self.encoder, cfg.train.attention_dropout)
         self.classes = task_classes(cfg.task, self.splits["train"].examples)
         root = Path(cfg.data.images) if cfg.data.images else resolve_image_root(data_dir, None)
         tagger = PosTagger()
@@ -286,7 +289,7 @@ class FinetuneTrainer:
         self.logger.log_metrics({f"test/{k}": test[k] for k in ("f1", "precision", "recall")}, best["epoch"])
         result = {
             "task": cfg.task, "init": cfg.init, "image": cfg.data.image, "context": cfg.data.context,
-            "threads": torch.get_num_threads(), "dev": dev, "dev_at_selection": best["dev"], "none_margin": margin,
+            "missing_context": cfg.data.missing_context, "threads": torch.get_num_threads(), "dev": dev, "dev_at_selection": best["dev"], "none_margin": margin,
             "test": test, "epochs": state["done"], "best_epoch": best["epoch"],
             "best_weights": best.get("weights"), "n_train": len(self.splits["train"]),
             "wall_s": round(wall, 1), "resumed_after_epochs": state["resumed_at"],

@@ -105,6 +105,8 @@ def test_a_decompression_bomb_is_counted_unreadable_not_raised(tmp_path, monkeyp
     ("train.warmup_ratio=1.5", "train.warmup_ratio: must be in [0.0, 0.99], got 1.5"),
     ("head.none_weight=0", "head.none_weight: must be >= 1e-06, got 0.0"),
     ("data.max_length=4", "data.max_length: must be in [8, 512], got 4"),
+    ("train.attention_dropout=1.0", "train.attention_dropout: must be in [-1.0, 0.99], got 1.0"),
+    ("data.missing_context=blank", "data.missing_context: 'blank' is not one of"),
 ])
 def test_out_of_range_settings_are_config_errors(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):

@@ -77,6 +77,10 @@ def test_offline_context_describes_caches_and_falls_back(synth_dir, cache):
     assert ctx.report() == {"described": 4, "missing image": 1}
     again = build_context("offline")  # a new process would read the same cache file
     assert again.describe(names, store) == texts and again.report() == {"cached": 4, "missing image": 1}
+    bare = build_context("offline", missing="none")  # data.missing_context=none: no context without a picture
+    assert bare.describe(names, store) == texts[:4] + [""] and bare.report() == {"cached": 4, "missing image": 1}
+    with pytest.raises(MmieError, match="unknown missing-picture context 'blank'"):
+        build_context("offline", missing="blank")
 
 
 def test_file_context_counts_missing_entries(tmp_path, synth_dir):
@@ -86,6 +90,7 @@ def test_file_context_counts_missing_entries(tmp_path, synth_dir):
     out = ctx.describe(["100000.jpg", "300001.jpg", "999.jpg"], ImageStore(None))
     assert out == ["A person on a stage.", "A flag.", GENERIC_CONTEXT]
     assert ctx.report() == {"from file": 2, "missing from file": 1}
+    assert build_context(f"file:{path}", missing="none").describe(["999.jpg"], ImageStore(None)) == [""]
     with pytest.raises(DataError, match="does not exist"):
         build_context(f"file:{tmp_path / 'nope.json'}")
     with pytest.raises(MmieError, match="unknown context source"):

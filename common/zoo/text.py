@@ -38,6 +38,16 @@ def resolve_text_path(name: str) -> Path:
                    "(hub names cannot be downloaded here)")
 
 
+def set_attention_dropout(module: nn.Module, p: float) -> None:
+    """Every Hugging Face self-attention module under `module` (a text encoder, and the fusion layers taken from it)
+    drops its attention weights with probability p (MiniLM-L6's own: 0.1)."""
+    found = [m for m in module.modules() if type(m).__name__.endswith("SelfAttention") and hasattr(m, "dropout")]
+    if not found:
+        raise ZooError(f"{type(module).__name__}: no self-attention dropout to set")
+    for m in found:
+        m.dropout.p = p  # what the forward reads (the shared config, which an export writes, stays as it was)
+
+
 class TextEncoder(nn.Module):
     """Hugging Face encoder. forward -> {"tokens": (B, T, D), "pooled": (B, D) masked mean, "cls": (B, D)}."""
 
