@@ -130,7 +130,7 @@ class TrainConfig:
     # ~1 / (1 - ema) steps) is scored on dev beside the weights as trained, the better is each epoch's candidate
     attention_dropout: float = -1.0  # dropout on the text encoder's and fusion layers' attention weights; < 0: the
     # encoder's own (MiniLM-L6: 0.1). At 0 a CPU step takes PyTorch's fused attention kernel instead of
-    # softmax, dropout and two matmuls (BENCHMARKS.md, "Attention dropout")
+    # softmax, dropout and two matmuls (README, "Session 42")
     keep_checkpoints: bool = False  # keep <run>/checkpoints/ after a run finishes (--resume needs them until then)
 
     def __post_init__(self):

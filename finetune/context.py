@@ -9,9 +9,9 @@
     python -m finetune.context generate --images DIR --generator PATH --out contexts.json
                             writes such a file with a local image-to-text model (finetune/context_generate.py)
 
-A post whose image is missing or unreadable gets no context (`data.missing_context=none`, the default: a sentence
-that is the same for every such post tells the model nothing and costs every step its tokens) or an honest generic
-one (`generic`); every fallback is counted.
+A post whose image is missing or unreadable gets an honest generic context (`data.missing_context=generic`, the
+default) or none (`none`: the same sentence for every such post tells the model nothing and costs every step its
+tokens; README, "Session 42"); every fallback is counted.
 """
 from __future__ import annotations
 
