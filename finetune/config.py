@@ -129,8 +129,8 @@ class TrainConfig:
     ema: float = 0.0  # > 0: a moving average of the weights with this decay per step (finetune/ema.py; horizon
     # ~1 / (1 - ema) steps) is scored on dev beside the weights as trained, the better is each epoch's candidate
     attention_dropout: float = -1.0  # dropout on the text encoder's and fusion layers' attention weights; < 0: the
-    # encoder's own (MiniLM-L6: 0.1). At 0 a CPU step takes PyTorch's fused attention kernel instead of
-    # softmax, dropout and two matmuls (README, "Session 42")
+    # encoder's own (MiniLM-L6: 0.1). At 0 a step draws no dropout masks for the attention weights (README,
+    # "Session 42")
     keep_checkpoints: bool = False  # keep <run>/checkpoints/ after a run finishes (--resume needs them until then)
 
     def __post_init__(self):

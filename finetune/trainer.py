@@ -289,7 +289,8 @@ class FinetuneTrainer:
         self.logger.log_metrics({f"test/{k}": test[k] for k in ("f1", "precision", "recall")}, best["epoch"])
         result = {
             "task": cfg.task, "init": cfg.init, "image": cfg.data.image, "context": cfg.data.context,
-            "missing_context": cfg.data.missing_context, "threads": torch.get_num_threads(), "dev": dev, "dev_at_selection": best["dev"], "none_margin": margin,
+            "missing_context": cfg.data.missing_context, "threads": torch.get_num_threads(), "dev": dev,
+            "dev_at_selection": best["dev"], "none_margin": margin,
             "test": test, "epochs": state["done"], "best_epoch": best["epoch"],
             "best_weights": best.get("weights"), "n_train": len(self.splits["train"]),
             "wall_s": round(wall, 1), "resumed_after_epochs": state["resumed_at"],

@@ -39,11 +39,15 @@ def test_attention_dropout_reaches_the_text_and_fusion_layers():
     assert len(attention) == 6 and all(m.dropout.p == 0.0 for m in attention)  # 4 text layers + 2 moved to fusion
     assert enc.text.model.config.attention_probs_dropout_prob == 0.1  # what an export writes is untouched
     enc.train()
-    for m in enc.modules():  # with every other dropout off too, a training-mode forward is deterministic
-        if isinstance(m, torch.nn.Dropout):
+    kept = {id(m.dropout) for m in attention}
+    for m in enc.modules():  # every other dropout off: the attention's is all that could still draw a mask
+        if isinstance(m, torch.nn.Dropout) and id(m) not in kept:
             m.p = 0.0
     batch = enc.text.tokenize(["a dog on a beach", "a cat"])
     image = torch.zeros(2, 3, 32, 32)
+    set_attention_dropout(enc, 0.5)  # the forward reads it: two training-mode passes differ ...
+    assert not torch.equal(*(enc(**batch, image=image)["fused"] for _ in range(2)))
+    set_attention_dropout(enc, 0.0)  # ... and at 0 they agree
     a, b = (enc(**batch, image=image)["fused"] for _ in range(2))
     assert torch.equal(a, b)
     with pytest.raises(ZooError, match="no self-attention dropout"):
