@@ -124,12 +124,24 @@ def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list
                 report["pairs_truncated"] = report.get("pairs_truncated", 0) + 1
         else:
             f.labels = encode_joint(ex, classes, f.n_words)
+            f.extra["tags"] = bio_tags(ex.entities, len(ex.tokens))  # head.entity_tagger's targets
             unseen = sum(t.label not in classes for t in ex.triples)
             if unseen:  # scored as misses (wordpair.encode_joint)
                 report["triples_with_relations_unseen_in_train"] = report.get(
                     "triples_with_relations_unseen_in_train", 0) + unseen
         feats.append(f)
     return feats, report
+
+
+def bio_tags(entities: list, n_words: int) -> list[int]:
+    """MJERE's gold entities -> NER_TAGS ids per word (B-/I- of the type); of nested or overlapping entities the
+    longer is tagged (as the grid decoder, which keeps one of them, loses the other either way)."""
+    tags = [0] * n_words
+    for e in sorted(entities, key=lambda e: (e.start - e.end, e.start)):
+        if e.end <= n_words and not any(tags[e.start:e.end]):
+            tags[e.start:e.end] = [NER_TAGS.index(f"B-{e.label}")] + [NER_TAGS.index(f"I-{e.label}")] * (
+                e.end - e.start - 1)
+    return tags
 
 
 def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int, task: str) -> dict:
@@ -174,16 +186,16 @@ def collate(feats: list[Features], images: dict[str, torch.Tensor], pad_id: int,
         C = max((len(c) for f in feats for c in f.chars[:f.n_words]), default=1)
         batch["chars"] = torch.tensor([[c + [0] * (C - len(c)) for c in f.chars[:f.n_words]]
                                        + [[0] * C] * (W - f.n_words) for f in feats], dtype=torch.long)
-    if task == "mner":
+    if task == "mner" or "tags" in feats[0].extra:  # MNER's labels; MJERE's entity-tagger targets
         tags = torch.zeros(N, W, dtype=torch.long)
         for i, f in enumerate(feats):
-            tags[i, :f.n_words] = torch.tensor(f.labels[:f.n_words])
+            tags[i, :f.n_words] = torch.tensor((f.labels if task == "mner" else f.extra["tags"])[:f.n_words])
         batch["tags"] = tags
-    elif task == "mre":
+    if task == "mre":
         batch["pair"] = torch.tensor([f.pair if f.word_start[f.pair[0]] >= 0 and f.word_start[f.pair[1]] >= 0
                                       else (0, 0) for f in feats])
         batch["relation"] = torch.tensor([f.labels for f in feats])
-    else:
+    elif task == "mjere":
         grid = torch.full((N, W, W), IGNORE, dtype=torch.long)
         for i, f in enumerate(feats):
             w = f.n_words

@@ -102,12 +102,16 @@ class HeadConfig:
     typed_decode: bool = False  # MJERE: choose entity types and relations together, under the (head type, tail
     # type) pairs each relation has in training (wordpair.decode_joint_typed); false: each cell's own argmax
     none_weight: float = 1.0  # MRE/MJERE: the loss weight of the `None` class (1 = unweighted)
+    entity_tagger: float = 0.0  # MJERE: > 0 adds a BIO tagger over the same word states (MNER's emission layers +
+    # CRF) trained on the gold entities, its per-word NLL at this weight beside the grid's loss; an auxiliary task
+    # only: decoding still reads the grid
     tune_none: bool = True  # MRE/MJERE: choose on dev the margin by which `None` must win (calibration.py)
 
     def __post_init__(self):
         check_ranges("head", self, {"hidden": (1, None), "pos_dim": (1, None), "char_dim": (0, None),
                                     "position_dim": (1, None),
-                                    "max_positions": (1, None), "dropout": (0.0, 0.99), "none_weight": (1e-6, None)})
+                                    "max_positions": (1, None), "dropout": (0.0, 0.99), "none_weight": (1e-6, None),
+                                    "entity_tagger": (0.0, None)})
 
 
 @dataclass

@@ -11,7 +11,7 @@ from finetune import calibration
 from finetune.config import FinetuneConfig
 from finetune.crf import CRF
 from finetune.fusions import build_fusion, masked_mean
-from finetune.labels import ENTITY_TYPES
+from finetune.labels import ENTITY_TYPES, NER_TAGS
 from finetune.pos import ENT_TAGS, UPOS
 from finetune.shape import CHAR_VOCAB, SHAPES
 from finetune.wordpair import WordPairHead, grid_loss
@@ -51,16 +51,16 @@ class Extractor(nn.Module):
         self.shape_emb = nn.Embedding(len(SHAPES), h.pos_dim, padding_idx=0) if h.word_shape else None
         self.ent_emb = nn.Embedding(len(ENT_TAGS) + 1, h.pos_dim, padding_idx=0) if h.spacy_entities else None
         self.char_cnn = CharCNN(h.char_dim, h.pos_dim) if h.char_dim else None
-        if self.task == "mner":
+        if self.task == "mner" or (self.task == "mjere" and h.entity_tagger > 0):  # MJERE: the auxiliary tagger
             self.position_emb = nn.Embedding(h.max_positions, h.position_dim)
             self.emit = nn.Sequential(nn.Linear(D + h.pos_dim + h.position_dim, h.hidden), nn.GELU(),
-                                      nn.Dropout(h.dropout), nn.Linear(h.hidden, len(classes)))
-            self.crf = CRF(len(classes))
-        elif self.task == "mre" and h.relation == "markers":  # the plain marker-pair classifier: [<h>; <t>] -> linear
+                                      nn.Dropout(h.dropout), nn.Linear(h.hidden, len(NER_TAGS)))
+            self.crf = CRF(len(NER_TAGS))
+        if self.task == "mre" and h.relation == "markers":  # the plain marker-pair classifier: [<h>; <t>] -> linear
             self.marker_pair = nn.Linear(2 * D + (2 * h.pos_dim if h.marker_form else 0), len(classes))
         elif self.task == "mre" and h.relation == "cls":  # IMM's RE head (its Eq. 24): the fused [CLS] -> linear
             self.cls_head = nn.Linear(D, len(classes))
-        else:
+        elif self.task != "mner":
             self.pair = WordPairHead(D, len(classes), h.pos_dim, h.position_dim, max_words=h.max_positions,
                                      hidden=h.hidden, lam=h.lam, dropout=h.dropout)
         if self.task != "mner":  # the `None` decoding margin (calibration.py): chosen on dev, saved with the heads
@@ -162,8 +162,12 @@ class Extractor(nn.Module):
         if self.task == "mre":
             return grid_loss(self.relation_out(f, batch), batch["relation"], self.class_weight,
                              self.cfg.head.text_channel_loss)
-        return grid_loss(self.pair(f["words"], self.form(batch)), batch["grid"], self.class_weight,
+        loss = grid_loss(self.pair(f["words"], self.form(batch)), batch["grid"], self.class_weight,
                          self.cfg.head.text_channel_loss)
+        if self.cfg.head.entity_tagger > 0:  # the tagger's sentence NLL per word, on the grid's per-cell scale
+            nll = self.crf.nll(self.emissions(f["words"], batch), batch["tags"], batch["word_mask"])
+            loss = loss + self.cfg.head.entity_tagger * nll / batch["word_mask"].sum(1).float().mean()
+        return loss
 
     @torch.no_grad()
     def predict(self, batch: dict) -> list:

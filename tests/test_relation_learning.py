@@ -48,8 +48,9 @@ def test_mre_learns_far_above_the_majority_class(relation_data, tmp_path, head):
     assert m["dev_at_selection"]["f1"] == pytest.approx(max(curve))
 
 
-def test_mjere_learns_triples(relation_data, tmp_path):
-    m = run("mjere", relation_data / "mjere", tmp_path / "run", "train.epochs=6")
+@pytest.mark.parametrize("tagger", [[], ["head.entity_tagger=1"]], ids=["grid", "grid+entity-tagger"])
+def test_mjere_learns_triples(relation_data, tmp_path, tagger):
+    m = run("mjere", relation_data / "mjere", tmp_path / "run", "train.epochs=6", *tagger)
     curve = [h["dev/f1"] for h in m["history"]]
     assert max(curve) >= 0.5, curve  # predicting nothing (the majority cell everywhere) scores 0
     assert m["dev"]["f1"] == pytest.approx(m["none_margin"]["f1"]) and m["none_margin"]["f1"] >= max(curve)
@@ -59,3 +60,5 @@ def test_mjere_learns_triples(relation_data, tmp_path):
     train = read_task("mjere", relation_data / "mjere")["train"].examples
     expected = relation_types(model.classes, [t for ex in train for t in ex.triples])
     assert torch.equal(model.relation_types, expected) and 0 < int(expected.sum()) < expected.numel()
+    if tagger:  # the auxiliary tagger is saved beside the grid head (a trained run loads back whole)
+        assert hasattr(model, "crf") and hasattr(model, "pair") and model.emit[-1].out_features == 9

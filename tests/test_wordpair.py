@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from finetune.batches import mark_pair
+from finetune.batches import bio_tags, mark_pair
 from finetune.examples import Example, Span, Triple
 from finetune.mjere import build_from_mnre
 from finetune.readers import read_task
-from finetune.labels import joint_classes
+from finetune.labels import NER_TAGS, joint_classes
 from finetune.wordpair import decode_joint, encode_joint
 
 
@@ -169,3 +169,10 @@ def test_typed_decoding_keeps_relations_to_their_training_types():
     # a PER tail: the best relation its types allow (peer) instead of member_of, which PER -> PER never takes
     ents, triples = decode_joint_typed(grid({"PER": 9.0}, {"member_of": 4.0, "peer": 3.0}), 0.0, 3, classes, allowed)
     assert triples == [Triple(A, Span(2, 3, "PER"), "peer")]
+
+
+def test_bio_tags_of_joint_entities_keep_the_longer_of_nested_spans():
+    # "New York City mayor Adams": LOC "New York City" nests LOC "New York"; PER "Adams"
+    ents = [Span(0, 2, "LOC"), Span(0, 3, "LOC"), Span(4, 5, "PER")]
+    assert bio_tags(ents, 5) == [NER_TAGS.index(t) for t in ("B-LOC", "I-LOC", "I-LOC", "O", "B-PER")]
+    assert bio_tags([Span(3, 6, "ORG")], 4) == [0, 0, 0, 0]  # cut by truncation: untagged, not half-tagged
