@@ -134,8 +134,8 @@ def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list
 
 
 def bio_tags(entities: list, n_words: int) -> list[int]:
-    """MJERE's gold entities -> NER_TAGS ids per word (B-/I- of the type); of nested or overlapping entities the
-    longer is tagged (as the grid decoder, which keeps one of them, loses the other either way)."""
+    """MJERE's gold entities -> NER_TAGS ids per word (B-/I- of the type); of nested or overlapping entities only the
+    longer is tagged (the grid decoder too keeps one of them); an entity past n_words is left untagged."""
     tags = [0] * n_words
     for e in sorted(entities, key=lambda e: (e.start - e.end, e.start)):
         if e.end <= n_words and not any(tags[e.start:e.end]):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from finetune.checkpoint import load_trained
+from finetune.labels import NER_TAGS
 from finetune.metrics import re_scores
 from finetune.mjere import build_from_mnre
 from finetune.readers import read_task
@@ -61,4 +62,4 @@ def test_mjere_learns_triples(relation_data, tmp_path, tagger):
     expected = relation_types(model.classes, [t for ex in train for t in ex.triples])
     assert torch.equal(model.relation_types, expected) and 0 < int(expected.sum()) < expected.numel()
     if tagger:  # the auxiliary tagger is saved beside the grid head (a trained run loads back whole)
-        assert hasattr(model, "crf") and hasattr(model, "pair") and model.emit[-1].out_features == 9
+        assert hasattr(model, "crf") and hasattr(model, "pair") and model.emit[-1].out_features == len(NER_TAGS)

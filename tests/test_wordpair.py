@@ -175,4 +175,4 @@ def test_bio_tags_of_joint_entities_keep_the_longer_of_nested_spans():
     # "New York City mayor Adams": LOC "New York City" nests LOC "New York"; PER "Adams"
     ents = [Span(0, 2, "LOC"), Span(0, 3, "LOC"), Span(4, 5, "PER")]
     assert bio_tags(ents, 5) == [NER_TAGS.index(t) for t in ("B-LOC", "I-LOC", "I-LOC", "O", "B-PER")]
-    assert bio_tags([Span(3, 6, "ORG")], 4) == [0, 0, 0, 0]  # cut by truncation: untagged, not half-tagged
+    assert bio_tags([Span(3, 6, "ORG")], 4) == [0, 0, 0, 0]  # past n_words: untagged, not half-tagged
