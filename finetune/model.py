@@ -53,9 +53,10 @@ class Extractor(nn.Module):
         self.char_cnn = CharCNN(h.char_dim, h.pos_dim) if h.char_dim else None
         if self.task == "mner" or (self.task == "mjere" and h.entity_tagger > 0):  # MJERE: the auxiliary tagger
             self.position_emb = nn.Embedding(h.max_positions, h.position_dim)
+            n_tags = len(classes) if self.task == "mner" else len(NER_TAGS)  # MJERE's tagger: BIO of the types
             self.emit = nn.Sequential(nn.Linear(D + h.pos_dim + h.position_dim, h.hidden), nn.GELU(),
-                                      nn.Dropout(h.dropout), nn.Linear(h.hidden, len(NER_TAGS)))
-            self.crf = CRF(len(NER_TAGS))
+                                      nn.Dropout(h.dropout), nn.Linear(h.hidden, n_tags))
+            self.crf = CRF(n_tags)
         if self.task == "mre" and h.relation == "markers":  # the plain marker-pair classifier: [<h>; <t>] -> linear
             self.marker_pair = nn.Linear(2 * D + (2 * h.pos_dim if h.marker_form else 0), len(classes))
         elif self.task == "mre" and h.relation == "cls":  # IMM's RE head (its Eq. 24): the fused [CLS] -> linear
