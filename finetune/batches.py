@@ -82,8 +82,9 @@ class Features:
 def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list[list[str]], contexts: list[str],
                    max_length: int, classes: list[str], markers: str = "tokens",
                    max_context_length: int = 128, ent_tags: list[list[str]] | None = None,
-                   chars: bool = False) -> tuple[list[Features], dict]:
-    """ent_tags: spaCy's entity tag per word (PosTagger.entities), or None; chars: also each word's characters."""
+                   chars: bool = False, entity_tags: bool = False) -> tuple[list[Features], dict]:
+    """ent_tags: spaCy's entity tag per word (PosTagger.entities), or None; chars: also each word's characters;
+    entity_tags: MJERE, also the gold entities' BIO tags (head.entity_tagger's targets)."""
     if task == "mre":
         marked = [mark_pair(ex) for ex in examples]
         words = [m[0] for m in marked]
@@ -124,7 +125,8 @@ def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list
                 report["pairs_truncated"] = report.get("pairs_truncated", 0) + 1
         else:
             f.labels = encode_joint(ex, classes, f.n_words)
-            f.extra["tags"] = bio_tags(ex.entities, len(ex.tokens))  # head.entity_tagger's targets
+            if entity_tags:
+                f.extra["tags"] = bio_tags(ex.entities, len(ex.tokens))
             unseen = sum(t.label not in classes for t in ex.triples)
             if unseen:  # scored as misses (wordpair.encode_joint)
                 report["triples_with_relations_unseen_in_train"] = report.get(
