@@ -82,9 +82,11 @@ class Features:
 def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list[list[str]], contexts: list[str],
                    max_length: int, classes: list[str], markers: str = "tokens",
                    max_context_length: int = 128, ent_tags: list[list[str]] | None = None,
-                   chars: bool = False, entity_tags: bool = False) -> tuple[list[Features], dict]:
+                   chars: bool = False, entity_tags: bool = False, valid_bio: bool = False
+                   ) -> tuple[list[Features], dict]:
     """ent_tags: spaCy's entity tag per word (PosTagger.entities), or None; chars: also each word's characters;
-    entity_tags: MJERE, also the gold entities' BIO tags (head.entity_tagger's targets)."""
+    entity_tags: MJERE, also the gold entities' BIO tags (head.entity_tagger's targets); valid_bio: MNER's targets
+    are its entities' BIO tags (an entity that the file begins with I- begins with B-) instead of the file's tags."""
     if task == "mre":
         marked = [mark_pair(ex) for ex in examples]
         words = [m[0] for m in marked]
@@ -117,7 +119,7 @@ def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list
         f = Features(enc.input_ids, enc.n_text, enc.word_start, pos[i], shape_ids(words[i]), ex.image, None,
                      ents=ents[i] if ents is not None else [], chars=char_ids(words[i]) if chars else [])
         if task == "mner":
-            f.labels = [NER_TAGS.index(t) for t in ex.tags]
+            f.labels = bio_tags(ex.entities, len(ex.tokens)) if valid_bio else [NER_TAGS.index(t) for t in ex.tags]
         elif task == "mre":
             f.labels = classes.index(ex.triples[0].label)
             f.pair = (marked[i][1], marked[i][2])
@@ -136,7 +138,7 @@ def build_features(task: str, examples: list[Example], tokenizer, pos_tags: list
 
 
 def bio_tags(entities: list, n_words: int) -> list[int]:
-    """MJERE's gold entities -> NER_TAGS ids per word (B-/I- of the type); of nested or overlapping entities only the
+    """Gold entities -> NER_TAGS ids per word (B-/I- of the type); of nested or overlapping entities (MJERE) only the
     longer is tagged (the grid decoder too keeps one of them); an entity past n_words is left untagged."""
     tags = [0] * n_words
     for e in sorted(entities, key=lambda e: (e.start - e.end, e.start)):

@@ -106,6 +106,9 @@ class HeadConfig:
     # CRF) trained on the gold entities, its per-word NLL at this weight beside the grid's loss; an auxiliary task
     # only: decoding still reads the grid
     tune_none: bool = True  # MRE/MJERE: choose on dev the margin by which `None` must win (calibration.py)
+    bio_constraints: bool = False  # MNER (and MJERE's tagger): the CRF gives no probability to invalid BIO paths
+    # (I-X only after B-X or I-X), and MNER trains on valid BIO (an entity's first word B-, however the file spells
+    # it; the entities are the same under seqeval's lenient chunking, which scores them)
 
     def __post_init__(self):
         check_ranges("head", self, {"hidden": (1, None), "pos_dim": (1, None), "char_dim": (0, None),

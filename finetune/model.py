@@ -56,7 +56,8 @@ class Extractor(nn.Module):
             n_tags = len(classes) if self.task == "mner" else len(NER_TAGS)  # MJERE's tagger: BIO of the types
             self.emit = nn.Sequential(nn.Linear(D + h.pos_dim + h.position_dim, h.hidden), nn.GELU(),
                                       nn.Dropout(h.dropout), nn.Linear(h.hidden, n_tags))
-            self.crf = CRF(n_tags)
+            tag_names = list(classes) if self.task == "mner" else NER_TAGS
+            self.crf = CRF(n_tags, tags=tag_names if h.bio_constraints else None)
         if self.task == "mre" and h.relation == "markers":  # the plain marker-pair classifier: [<h>; <t>] -> linear
             self.marker_pair = nn.Linear(2 * D + (2 * h.pos_dim if h.marker_form else 0), len(classes))
         elif self.task == "mre" and h.relation == "cls":  # IMM's RE head (its Eq. 24): the fused [CLS] -> linear

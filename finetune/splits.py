@@ -64,13 +64,14 @@ def decode_pictures(examples: list, store: ImageStore, preprocess, stand_in: tor
 def featurize(cfg: FinetuneConfig, examples: list, tokenizer, classes: list[str], tagger: PosTagger,
               contexts: list[str]):
     """Part-of-speech tags (+ spaCy's entity tags, head.spacy_entities), then features (sub-tokens of [text;
-    context], word starts, labels, characters when head.char_dim > 0, MJERE's BIO targets when head.entity_tagger > 0)
-    and truncation."""
+    context], word starts, labels (MNER's as valid BIO with head.bio_constraints), characters when head.char_dim > 0,
+    MJERE's BIO targets when head.entity_tagger > 0) and truncation."""
     sentences = [ex.tokens for ex in examples]
     ents = tagger.entities(sentences) if cfg.head.spacy_entities else None
     return build_features(cfg.task, examples, tokenizer, tagger.tag(sentences), contexts, cfg.data.max_length,
                           classes, cfg.data.markers, cfg.data.max_context_length, ents, cfg.head.char_dim > 0,
-                          entity_tags=cfg.task == "mjere" and cfg.head.entity_tagger > 0)
+                          entity_tags=cfg.task == "mjere" and cfg.head.entity_tagger > 0,
+                          valid_bio=cfg.task == "mner" and cfg.head.bio_constraints)
 
 
 def prepare_split(cfg: FinetuneConfig, split: Split, encoder: FusionEncoder, classes: list[str],

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from finetune.contrastive import implicit_positive_loss, info_nce
-from finetune.crf import CRF
+from finetune.crf import CRF, bio_allowed
 from finetune.shapley import (cyclic_permutations, exact_shapley_values, grand_utility, shapley_contrastive,
                               shapley_values)
 
@@ -97,3 +97,38 @@ def test_crf_nll_and_viterbi_match_enumeration():
     nll = crf.nll(em, tags, mask)
     assert nll.item() == pytest.approx(sum(brute_nll) / 3, rel=1e-5) and nll.item() > 0
     assert math.isfinite(nll.item())
+
+
+def test_bio_constrained_crf_scores_and_decodes_only_valid_bio_paths():
+    """head.bio_constraints: every invalid BIO path (I-X first, or after O / another type) gets no probability; the
+    log partition is the enumeration's over the valid paths with the learned scores, and Viterbi finds the best
+    valid path even where the emissions favour an invalid one."""
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    start_ok, trans_ok = bio_allowed(tags)
+    assert start_ok.tolist() == [True, True, False, True, False]
+    assert trans_ok[1, 2] and trans_ok[2, 2] and not trans_ok[0, 2] and not trans_ok[3, 2] and not trans_ok[4, 2]
+    assert trans_ok[2, 0] and trans_ok[4, 1] and trans_ok[0, 3]  # O, B- after anything
+    torch.manual_seed(0)
+    crf = CRF(5, tags=tags)
+    free = CRF(5)
+    free.load_state_dict(crf.state_dict())  # the same learned scores, no constraints (the penalties are not saved)
+    em = torch.randn(2, 4, 5)
+    em[0, 0, 2] = em[1, 1, 4] = 20.0  # the emissions favour I-PER first and I-LOC after whatever comes first
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.bool)
+
+    def valid(path):
+        return start_ok[path[0]] and all(trans_ok[a, b] for a, b in zip(path, path[1:]))
+
+    for b in range(2):
+        n = int(mask[b].sum())
+        scores = {p: free.score(em[b:b + 1], torch.tensor(list(p) + [0] * (4 - n))[None], mask[b:b + 1]).item()
+                  for p in itertools.product(range(5), repeat=n)}
+        ok = {p: v for p, v in scores.items() if valid(p)}
+        assert len(ok) < len(scores)
+        assert crf.log_partition(em[b:b + 1], mask[b:b + 1]).item() == pytest.approx(
+            torch.logsumexp(torch.tensor(list(ok.values())), 0).item(), rel=1e-5)
+        best = list(max(ok, key=ok.get))
+        assert crf.decode(em[b:b + 1], mask[b:b + 1])[0] == best
+        assert free.decode(em[b:b + 1], mask[b:b + 1])[0] != best  # unconstrained, the invalid path wins
+    gold = torch.tensor([[1, 2, 0, 3], [0, 3, 4, 0]])  # valid paths: a finite NLL of the usual size
+    assert 0 < crf.nll(em, gold, mask).item() < 100

@@ -10,9 +10,10 @@ from finetune.baseline import main as baseline_main
 from finetune.batches import build_features
 from finetune.context import GENERIC_CONTEXT, build_context
 from finetune.examples import Example, Span
+from finetune.labels import NER_TAGS
 from finetune.images import ImageStore
 from finetune.pos import PosTagger
-from finetune.readers import read_task
+from finetune.readers import read_task, tags_to_spans
 from finetune.subwords import clean_words, encode_batch, truncation_report
 
 
@@ -131,6 +132,14 @@ def test_spacy_entity_tags_align_to_words_and_are_cached(cache):
     batch = collate([f, g], {"": torch.zeros(3, 8, 8), STAND_IN: torch.zeros(3, 8, 8)}, 0, "mner")
     assert batch["ents"].shape == (2, 7) and batch["ents"][1, 2:].eq(0).all()
     assert batch["chars"].shape == (2, 7, 7) and batch["chars"][1, 0, :2].tolist() == [ord("i") + 2, ord("t") + 2]
+
+    # head.bio_constraints: MNER trains on its entities' BIO tags, so an entity the file begins with I- begins with B-
+    given = {"B": ex.tags, "I": ["I-PER", "I-PER", "O", "I-LOC", "I-LOC", "O", "O"]}
+    pair = [Example(f"x:{k}", sents[0], "", tags=t, entities=tags_to_spans(t)) for k, t in given.items()]
+    (b, odd), _ = build_features("mner", pair, tok, PosTagger().tag(sents[:1]) * 2, ["", ""], 64, [], valid_bio=True)
+    assert b.labels == odd.labels == [NER_TAGS.index(t) for t in ex.tags]
+    (as_given,), _ = build_features("mner", pair[1:], tok, PosTagger().tag(sents[:1]), [""], 64, [])
+    assert as_given.labels == [NER_TAGS.index(t) for t in given["I"]]  # off: the file's tags
 
     from finetune.examples import Triple
     mre = Example("x:3", sents[0], "", triples=[Triple(Span(0, 2), Span(3, 5), "None")])

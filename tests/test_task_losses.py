@@ -109,7 +109,7 @@ def test_finetune_parameter_groups_and_schedule():
 @pytest.mark.parametrize("kind,form", [("adaptive", False), ("mgi", False), ("imm", False), ("adaptive", True)])
 def test_a_saved_model_predicts_exactly_what_it_predicted_before_saving(kind, form, tmp_path):
     """form: with the optional word-form features (spaCy's entity tags, the character CNN), which must also reach
-    the emissions."""
+    the emissions, and the BIO-constrained CRF (its penalties are rebuilt from the saved config, not saved)."""
     from common.fusion import FusionEncoder, ModelConfig
     from finetune.batches import Features, collate
     from finetune.checkpoint import load_model_dir, save_model_dir
@@ -119,7 +119,7 @@ def test_a_saved_model_predicts_exactly_what_it_predicted_before_saving(kind, fo
     torch.manual_seed(0)
     cfg = FinetuneConfig(fusion=FusionConfig(kind=kind, heads=4, isa_layers=1, ia_layers=1),
                          model=ModelConfig(vision="patch:16:32", image_size=32, fusion_layers=1),
-                         head=HeadConfig(spacy_entities=form, char_dim=8 if form else 0))
+                         head=HeadConfig(spacy_entities=form, char_dim=8 if form else 0, bio_constraints=form))
     enc = FusionEncoder(cfg.model)
     classes = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     model = Extractor(enc, cfg, classes).train()
@@ -137,6 +137,7 @@ def test_a_saved_model_predicts_exactly_what_it_predicted_before_saving(kind, fo
     save_model_dir(model, enc, cfg, classes, tmp_path / "model")
     loaded, loaded_cfg = load_model_dir(tmp_path / "model")
     assert loaded_cfg.fusion == cfg.fusion and loaded.predict(batch) == before
+    assert model.crf.constrained == loaded.crf.constrained == form
     assert torch.equal(loaded.emissions(loaded.features(batch)["words"], batch), emissions)
     if form:  # other entity tags, other characters: other emissions
         for key in ("ents", "chars"):
