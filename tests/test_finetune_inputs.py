@@ -10,8 +10,8 @@ from finetune.baseline import main as baseline_main
 from finetune.batches import build_features
 from finetune.context import GENERIC_CONTEXT, build_context
 from finetune.examples import Example, Span
-from finetune.labels import NER_TAGS
 from finetune.images import ImageStore
+from finetune.labels import NER_TAGS
 from finetune.pos import PosTagger
 from finetune.readers import read_task, tags_to_spans
 from finetune.subwords import clean_words, encode_batch, truncation_report
