@@ -134,7 +134,8 @@ class TrainConfig:
     bucket_pool: int = 0  # >0: sort each run of this many shuffled batches by length (less padding); 0: plain shuffle
     threads: int = 0  # torch threads; 0 = torch's default (every core)
     ema: float = 0.0  # > 0: a moving average of the weights with this decay per step (finetune/ema.py; horizon
-    # ~1 / (1 - ema) steps) is scored on dev beside the weights as trained, the better is each epoch's candidate
+    # ~1 / (1 - ema) steps) is scored on dev beside the weights as trained, the better is each epoch's candidate;
+    # once the first horizon weighs under 10% in the average (0.995: ~580 steps) the average alone is scored
     attention_dropout: float = -1.0  # dropout on the text encoder's and fusion layers' attention weights; < 0: the
     # encoder's own (MiniLM-L6: 0.1). At 0 a step draws no dropout masks for the attention weights (README,
     # "Session 42")

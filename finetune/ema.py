@@ -1,5 +1,6 @@
 """An exponential moving average of the weights (`train.ema`), scored on dev beside the weights as trained after
-every epoch; the better of the two is the epoch's candidate for the best model (finetune/trainer.py, end_epoch).
+every epoch; the better of the two is the epoch's candidate for the best model (finetune/trainer.py, end_epoch),
+until the run's first steps weigh under 10% in the average (`settled`), when it is scored alone.
 
 After optimizer step t the average is  A_t = d A_{t-1} + (1 - d) W_t  with A_0 = 0, read with the bias correction
 A_t / (1 - d^t): a weighted mean of W_1 .. W_t with weights proportional to d^(t - s), so the first epoch's average
@@ -38,6 +39,17 @@ class WeightAverage:
             raise ValueError("no step has been averaged yet")
         scale = 1.0 / (1.0 - self.decay ** self.steps)
         return torch._foreach_mul(self.sums, scale)
+
+    def first_horizon_share(self) -> float:
+        """The weight of the first horizon's steps (W_1 .. W_h, h = 1 / (1 - d)) in the average now: after n > h
+        steps, (d^(n - h) - d^n) / (1 - d^n); 1 while n <= h."""
+        d, n, h = self.decay, self.steps, round(1.0 / (1.0 - self.decay))
+        return 1.0 if n <= h else (d ** (n - h) - d ** n) / (1.0 - d ** n)
+
+    def settled(self) -> bool:
+        """Whether the first horizon's steps (a run's least trained weights) weigh under 10% in the average:
+        d = 0.995 after ~580 steps. From then on the trainer scores the average alone."""
+        return self.first_horizon_share() < 0.1
 
     @contextmanager
     def swapped_in(self, model: torch.nn.Module):

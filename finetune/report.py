@@ -57,14 +57,16 @@ def plot_confusion(confusion: dict[str, dict[str, int]], title: str, path: Path)
 
 def plot_curves(history: list[dict], title: str, path: Path) -> Path:
     """Per epoch: dev F1, precision, recall (entity F1 for MJERE; with train.ema the average's and the weights as
-    trained, dev F1 being the better of the two) on the left, the train loss terms on the right."""
+    trained, dev F1 being the better of the two, the latter only for the epochs that scored it) on the left, the
+    train loss terms on the right."""
     plt = _plt()
     epochs = [h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     for key, style in (("dev/f1", "-o"), ("dev/precision", "--"), ("dev/recall", ":"), ("dev/entity_f1", "-s"),
                        ("dev/f1_average", "-x"), ("dev/f1_live", "-.")):  # the last two with train.ema
-        if history and key in history[0]:
-            left.plot(epochs, [100 * h[key] for h in history], style, label=key.split("/", 1)[1], markersize=3)
+        points = [(h["epoch"], 100 * h[key]) for h in history if key in h]
+        if points:
+            left.plot(*zip(*points), style, label=key.split("/", 1)[1], markersize=3)
     left.set_xlabel("epoch")
     left.set_ylabel("dev (%)")
     left.legend(fontsize=7)

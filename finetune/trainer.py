@@ -245,15 +245,18 @@ class FinetuneTrainer:
         train.ema dev scores both the moving average and the weights as trained, and the better of the two is the
         epoch's candidate: a long run's average damps its last steps' noise, but a short run's still holds its
         first, untrained steps (600 tweets for 3 epochs is ~110 steps, inside the average's ~200-step horizon), so
-        dev decides, epoch by epoch. Ties go to the average."""
+        dev decides, epoch by epoch. Ties go to the average. Once those first steps weigh under 10% in the average
+        (WeightAverage.settled) the reason for the second dev pass is gone and the average alone is scored (README,
+        session 45, for what that was measured to change)."""
         if self.ema is None:
             return self.select(epoch, metrics, state, self.score_dev(), "as trained")
-        live = self.score_dev()
-        metrics["dev/f1_live"] = live["f1"]
+        live = None if self.ema.settled() else self.score_dev()
+        if live is not None:
+            metrics["dev/f1_live"] = live["f1"]
         with self.ema.swapped_in(self.model):
             average = self.score_dev()
             metrics["dev/f1_average"] = average["f1"]
-            if average["f1"] >= live["f1"]:
+            if live is None or average["f1"] >= live["f1"]:
                 return self.select(epoch, metrics, state, average, "average")
         self.select(epoch, metrics, state, live, "as trained")
 
