@@ -122,7 +122,6 @@ def test_a_run_with_retrieval_saves_its_store_and_evaluates_and_predicts_from_it
                           "Look at Jordan today !"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     row = json.loads(out.stdout.strip().splitlines()[-1])
-    head = "No picture is available for this post. | "  # then two training posts (a tweet may itself hold "|")
-    rest = row["context"][len(head):]
-    assert row["context"].startswith(head)
-    assert any(rest == f"{a} | {b}" for a in store["texts"] for b in store["texts"] if a is not b)
+    # MNER's default gives a post without its picture no context (mner.yaml), so the context is the two
+    # training posts alone (a tweet may itself hold "|")
+    assert any(row["context"] == f"{a} | {b}" for a in store["texts"] for b in store["texts"] if a is not b)
