@@ -125,6 +125,8 @@ class TrainConfig:
     encoder_lr: float = 1e-4  # text and vision encoders and the fusion layers copied from the text encoder
     vision_lr: float = -1.0  # the vision encoder's own learning rate; < 0: encoder_lr
     crf_lr: float = 5e-3  # CRF start/end/transition scores
+    layer_decay: float = 1.0  # < 1: layer-wise learning-rate decay on the text path, encoder_lr at its top layer,
+    # times layer_decay per layer further down (the embeddings lowest); the vision encoder keeps its own rate
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     clip: float = 1.0
@@ -144,7 +146,8 @@ class TrainConfig:
     def __post_init__(self):
         check_ranges("train", self, {"epochs": (1, None), "batch_size": (1, None), "eval_batch_size": (1, None),
                                      "lr": (1e-12, None), "encoder_lr": (0.0, None), "crf_lr": (0.0, None),
-                                     "weight_decay": (0.0, None), "warmup_ratio": (0.0, 0.99), "clip": (1e-12, None),
+                                     "layer_decay": (1e-6, 1.0), "weight_decay": (0.0, None),
+                                     "warmup_ratio": (0.0, 0.99), "clip": (1e-12, None),
                                      "patience": (1, None), "bucket_pool": (0, None), "threads": (0, None),
                                      "ema": (0.0, 0.99999), "attention_dropout": (-1.0, 0.99)})
 

@@ -50,12 +50,24 @@ def param_group(name: str, encoder_prefixes: tuple[str, ...]) -> str:
     return "crf" if name.startswith("crf.") else "rest"
 
 
-def build_optimizer(model: torch.nn.Module, encoder_prefixes: tuple[str, ...], t, total_steps: int):
+def build_optimizer(model: torch.nn.Module, encoder_prefixes: tuple[str, ...], t, total_steps: int,
+                    below_top=None):
     """AdamW over the named groups of param_group (each group's lr from TrainConfig `t`) and the warm-up + cosine
-    schedule over `total_steps`."""
+    schedule over `total_steps`. With t.layer_decay < 1 and `below_top(name)` (FusionEncoder.layers_below_top on a
+    model parameter's name), an "encoder" parameter k layers below the top trains in group "encoder-k" at
+    encoder_lr * layer_decay ** k (the top keeps the name "encoder")."""
     lrs = {"encoder": t.encoder_lr, "vision": t.encoder_lr if t.vision_lr < 0 else t.vision_lr,
            "crf": t.crf_lr, "rest": t.lr}
-    groups = param_groups(model, lambda name: param_group(name, encoder_prefixes), lrs, t.weight_decay)
+
+    def group(name: str) -> str:
+        g = param_group(name, encoder_prefixes)
+        k = below_top(name) if g == "encoder" and below_top is not None and t.layer_decay < 1 else 0
+        if k:
+            g = f"encoder-{k}"
+            lrs[g] = t.encoder_lr * t.layer_decay ** k
+        return g
+
+    groups = param_groups(model, group, lrs, t.weight_decay)
     opt = adamw(groups, lr=t.lr, weight_decay=t.weight_decay)
     factor = warmup_cosine(int(total_steps * t.warmup_ratio), total_steps)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -130,7 +142,7 @@ class FinetuneTrainer:
 
     def optimizer(self, total_steps: int):
         return build_optimizer(self.model, self.encoder.pretrained_prefixes(under="encoder."), self.cfg.train,
-                               total_steps)
+                               total_steps, lambda name: self.encoder.layers_below_top(name.removeprefix("encoder.")))
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """The training batches of an epoch: a function of (seed, epoch) only, so a resumed run sees the same."""

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from common.errors import ConfigError
 from finetune import task
 from finetune.config import AlignConfig, FinetuneConfig, FusionConfig, HeadConfig
 
@@ -104,6 +105,42 @@ def test_finetune_parameter_groups_and_schedule():
     assert TrainConfig(vision_lr=-1.0, encoder_lr=7e-5).vision_lr < 0  # < 0: the vision encoder at encoder_lr
     opt2, _ = build_optimizer(model, enc.pretrained_prefixes(under="encoder."), TrainConfig(encoder_lr=7e-5), 10)
     assert {g["name"]: g["lr"] for g in opt2.param_groups}["vision/no_decay"] == 7e-5
+
+
+@pytest.mark.parametrize("fusion_init", ["split", "text-upper"])
+def test_layer_decay_lowers_the_rate_layer_by_layer_down_the_text_path(fusion_init):
+    """train.layer_decay: the last fusion layer at encoder_lr, each layer below it one factor less, the embeddings
+    lowest; vision, CRF and heads keep their own rates; 1.0 leaves the single "encoder" group."""
+    from common.fusion import FusionEncoder, ModelConfig
+    from finetune.config import TrainConfig
+    from finetune.model import Extractor
+    from finetune.trainer import build_optimizer
+
+    cfg = FinetuneConfig(model=ModelConfig(vision="patch:16:32", image_size=32, fusion_layers=2,
+                                           fusion_init=fusion_init))
+    enc = FusionEncoder(cfg.model)
+    model = Extractor(enc, cfg, ["O", "B-PER", "I-PER"])
+    n_text = len(enc.text.model.encoder.layer)  # MiniLM-L6: 4 under split, 6 under text-upper
+    top = n_text + 2
+    below = lambda name: enc.layers_below_top(name.removeprefix("encoder."))  # noqa: E731
+    t = TrainConfig(encoder_lr=1e-4, layer_decay=0.5, warmup_ratio=0.0)
+    opt, _ = build_optimizer(model, enc.pretrained_prefixes(under="encoder."), t, 100, below)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    expect = {"encoder.fusion.1.output.dense.weight": 1e-4, "encoder.fusion.0.output.dense.weight": 5e-5,
+              f"encoder.text.model.encoder.layer.{n_text - 1}.attention.self.query.weight": 2.5e-5,
+              "encoder.text.model.encoder.layer.0.attention.self.query.weight": 1e-4 * 0.5 ** (top - 1),
+              "encoder.text.model.embeddings.word_embeddings.weight": 1e-4 * 0.5 ** top,
+              "encoder.text.model.embeddings.LayerNorm.weight": 1e-4 * 0.5 ** top}
+    for name, lr in expect.items():
+        assert lr_of[id(named[name])] == pytest.approx(lr), name
+    assert all(lr_of[id(p)] == t.encoder_lr for n, p in named.items() if n.startswith("encoder.vision."))
+    assert all(lr_of[id(p)] == t.crf_lr for n, p in named.items() if n.startswith("crf."))
+    assert {g["name"].split("/")[0] for g in opt.param_groups} >= {"encoder", f"encoder-{top}", "rest", "crf"}
+    flat, _ = build_optimizer(model, enc.pretrained_prefixes(under="encoder."), TrainConfig(), 100, below)
+    assert not any(g["name"].startswith("encoder-") for g in flat.param_groups)
+    with pytest.raises(ConfigError, match="train.layer_decay"):
+        TrainConfig(layer_decay=1.5)
 
 
 @pytest.mark.parametrize("kind,form", [("adaptive", False), ("mgi", False), ("imm", False), ("adaptive", True)])
