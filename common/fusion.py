@@ -79,20 +79,23 @@ class FusionEncoder(nn.Module):
         names = ("text.", "vision.") + (("fusion.",) if self.cfg.fusion_init != "fresh" else ())
         return tuple(under + n for n in names)
 
-    def layers_below_top(self, name: str) -> int:
+    def layers_below_top(self, name: str, under: str = "") -> int:
         """How many layers a pretrained text-side parameter sits below the top of the text path, for layer-wise
-        learning-rate decay (train.layer_decay): the fusion layers are the top (the last one 0), the text encoder's
-        layers below them, its embeddings lowest. `name` is relative to this module ("text.model.encoder.layer.2.
-        output.dense.weight"); any other parameter (vision, projections, norms of the fusion) is at the top, 0."""
-        n_text, n_fusion = len(self.text.model.encoder.layer), len(self.fusion)
-        top = n_text + n_fusion  # the embeddings' depth below the last layer
+        learning-rate decay (train.layer_decay): the pretrained fusion layers are the top (the last one 0), the text
+        encoder's layers below them, its embeddings lowest; fresh fusion layers are not on this path (they train at
+        the head rate, see pretrained_prefixes). `name` is a parameter's name, `under` this module's name in its
+        parent as in pretrained_prefixes ("encoder." + "text.model.encoder.layer.2.output.dense.weight"); any other
+        parameter (vision, projections) is at the top, 0."""
+        name = name.removeprefix(under)
+        n_text = len(self.text.model.encoder.layer)
+        n_fusion = len(self.fusion) if self.cfg.fusion_init != "fresh" else 0
         parts = name.split(".")
-        if name.startswith("fusion.") and parts[1].isdigit():
+        if n_fusion and name.startswith("fusion.") and parts[1].isdigit():
             return n_fusion - 1 - int(parts[1])
         if name.startswith("text.model.encoder.layer.") and parts[4].isdigit():
-            return top - 1 - int(parts[4])
+            return n_text + n_fusion - 1 - int(parts[4])
         if name.startswith("text.model.embeddings."):
-            return top
+            return n_text + n_fusion
         return 0
 
     @property

@@ -8,6 +8,7 @@ import math
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -59,7 +60,7 @@ def build_optimizer(model: torch.nn.Module, encoder_prefixes: tuple[str, ...], t
     lrs = {"encoder": t.encoder_lr, "vision": t.encoder_lr if t.vision_lr < 0 else t.vision_lr,
            "crf": t.crf_lr, "rest": t.lr}
 
-    def group(name: str) -> str:
+    def group(name: str) -> str:  # adds each "encoder-k" it names to lrs (param_groups reads lrs afterwards)
         g = param_group(name, encoder_prefixes)
         k = below_top(name) if g == "encoder" and below_top is not None and t.layer_decay < 1 else 0
         if k:
@@ -142,7 +143,7 @@ class FinetuneTrainer:
 
     def optimizer(self, total_steps: int):
         return build_optimizer(self.model, self.encoder.pretrained_prefixes(under="encoder."), self.cfg.train,
-                               total_steps, lambda name: self.encoder.layers_below_top(name.removeprefix("encoder.")))
+                               total_steps, partial(self.encoder.layers_below_top, under="encoder."))
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """The training batches of an epoch: a function of (seed, epoch) only, so a resumed run sees the same."""

@@ -1,4 +1,6 @@
 """finetune/task.py: the named loss terms, their weights, and IMM's SW loss."""
+from functools import partial
+
 import pytest
 import torch
 
@@ -107,10 +109,11 @@ def test_finetune_parameter_groups_and_schedule():
     assert {g["name"]: g["lr"] for g in opt2.param_groups}["vision/no_decay"] == 7e-5
 
 
-@pytest.mark.parametrize("fusion_init", ["split", "text-upper"])
+@pytest.mark.parametrize("fusion_init", ["split", "text-upper", "fresh"])
 def test_layer_decay_lowers_the_rate_layer_by_layer_down_the_text_path(fusion_init):
     """train.layer_decay: the last fusion layer at encoder_lr, each layer below it one factor less, the embeddings
-    lowest; vision, CRF and heads keep their own rates; 1.0 leaves the single "encoder" group."""
+    lowest; vision, CRF and heads keep their own rates; 1.0 leaves the single "encoder" group. Fresh fusion layers
+    train at the head rate, so the text encoder's own top layer is the top."""
     from common.fusion import FusionEncoder, ModelConfig
     from finetune.config import TrainConfig
     from finetune.model import Extractor
@@ -120,15 +123,17 @@ def test_layer_decay_lowers_the_rate_layer_by_layer_down_the_text_path(fusion_in
                                            fusion_init=fusion_init))
     enc = FusionEncoder(cfg.model)
     model = Extractor(enc, cfg, ["O", "B-PER", "I-PER"])
-    n_text = len(enc.text.model.encoder.layer)  # MiniLM-L6: 4 under split, 6 under text-upper
-    top = n_text + 2
-    below = lambda name: enc.layers_below_top(name.removeprefix("encoder."))  # noqa: E731
-    t = TrainConfig(encoder_lr=1e-4, layer_decay=0.5, warmup_ratio=0.0)
+    n_text = len(enc.text.model.encoder.layer)  # MiniLM-L6: 4 under split, 6 under text-upper and fresh
+    fresh = fusion_init == "fresh"
+    top = n_text + (0 if fresh else 2)
+    below = partial(enc.layers_below_top, under="encoder.")
+    t = TrainConfig(lr=3e-4, encoder_lr=1e-4, layer_decay=0.5, warmup_ratio=0.0)
     opt, _ = build_optimizer(model, enc.pretrained_prefixes(under="encoder."), t, 100, below)
     lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
-    expect = {"encoder.fusion.1.output.dense.weight": 1e-4, "encoder.fusion.0.output.dense.weight": 5e-5,
-              f"encoder.text.model.encoder.layer.{n_text - 1}.attention.self.query.weight": 2.5e-5,
+    expect = {"encoder.fusion.1.output.dense.weight": 3e-4 if fresh else 1e-4,
+              "encoder.fusion.0.output.dense.weight": 3e-4 if fresh else 5e-5,
+              f"encoder.text.model.encoder.layer.{n_text - 1}.attention.self.query.weight": 1e-4 if fresh else 2.5e-5,
               "encoder.text.model.encoder.layer.0.attention.self.query.weight": 1e-4 * 0.5 ** (top - 1),
               "encoder.text.model.embeddings.word_embeddings.weight": 1e-4 * 0.5 ** top,
               "encoder.text.model.embeddings.LayerNorm.weight": 1e-4 * 0.5 ** top}
