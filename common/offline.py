@@ -2,8 +2,10 @@
 mlflow or ray read their settings. Values already set by the user win (setdefault)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -90,11 +92,17 @@ def _quiet_ultralytics_font(config_dir: Path) -> None:
         pass
 
 
+def extensions_dir(root: Path) -> Path:
+    """Where torch JIT-builds DeepSpeed's ops, one folder per Python environment: a build's flags hold the venv's
+    paths, so clones sharing one folder rebuilt the shared-memory comm op (~35 s) each time they took turns."""
+    return root / "torch_extensions" / hashlib.sha1(sys.prefix.encode()).hexdigest()[:12]
+
+
 def apply() -> None:
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     root = cache_dir()
     os.environ.setdefault("YOLO_CONFIG_DIR", str(root / "ultralytics"))
     os.environ.setdefault("MPLCONFIGDIR", str(root / "matplotlib"))
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(root / "torch_extensions"))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(extensions_dir(root)))
     _quiet_ultralytics_font(Path(os.environ["YOLO_CONFIG_DIR"]))

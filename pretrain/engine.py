@@ -36,6 +36,15 @@ def init_distributed(timeout_s: int = 600) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def build_ops() -> str:
+    """Build now the ops DeepSpeed JIT-compiles when its process group starts (on CPU its shared-memory comm op,
+    ~35 s of g++; nothing on GPU), into TORCH_EXTENSIONS_DIR, so the first pretraining run starts at once.
+    `make install` runs this (python -m pretrain.engine --build-ops)."""
+    from deepspeed.comm.torch import build_shm_op
+
+    return "shared-memory comm op built" if build_shm_op() is not None else "no op to build on this accelerator"
+
+
 def deepspeed_config(cfg: PretrainConfig) -> dict:
     path = Path(cfg.deepspeed)
     if not path.is_file():
@@ -81,3 +90,12 @@ def remove_shm_buffers(rank: int) -> None:
             f.unlink()
         except OSError:
             pass
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m pretrain.engine", description=build_ops.__doc__)
+    p.add_argument("--build-ops", action="store_true", required=True, help="build DeepSpeed's JIT ops now")
+    p.parse_args()
+    print(build_ops())
