@@ -22,13 +22,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default="none", help="pretraining export, or none")
     p.add_argument("--config", default=None, help="default: finetune/configs/<task>.yaml")
     p.add_argument("--space", default=str(DEFAULT_SPACE))
-    p.add_argument("--samples", type=int, default=6, help="trials (per grid point, for grid spaces)")
+    p.add_argument("--samples", type=int, default=6, help="trials to train (per grid point, for grid spaces); "
+                   "--reuse runs come on top")
     p.add_argument("--epochs", type=int, default=2, help="max epochs per trial (ASHA's max_t)")
     p.add_argument("--grace", type=int, default=1, help="ASHA grace period in epochs")
     p.add_argument("--start", choices=["config", "random"], default="config",
                    help="config: the first trial takes the config's own values of the swept keys (one of the "
                         "samples), so the sweep always tries the plain run's setting; random: every trial is drawn "
                         "(a space with grid keys is always drawn)")
+    p.add_argument("--reuse", action="append", default=[], metavar="RUN",
+                   help="a finished fine-tuning run dir trained as the trials are (same config but the swept keys, "
+                        "same epochs), counted as a trial instead of being trained again (repeatable); one at the "
+                        "config's own values stands in for --start config's first trial")
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--gpus-per-trial", type=float, default=0)
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
@@ -70,6 +75,8 @@ def run_trial(params: dict, base: dict) -> None:
     trainer.logger.log_params({"ray_node_id": node})  # which Ray node ran the trial (a cluster: many)
 
     def report(epoch: int, metrics: dict) -> None:
+        if epoch == cfg.train.epochs:  # the last epoch comes with the final report: ASHA stops a trial at max_t, so
+            return  # reporting it here would end the trial before its test F1
         tune.report({METRIC: metrics["dev/f1"], "epoch": epoch, "train_loss": metrics["train/loss"],
                      "mlflow_run_id": run_id, "node_id": node})
 
@@ -104,6 +111,8 @@ def results_table(grid, keys: list[str]):
                      **{f"config/{k}": r.config.get(k) for k in keys},
                      "trial_id": last.get("trial_id"), "mlflow_run_id": last.get("mlflow_run_id"),
                      "node_id": last.get("node_id")})
+    if not rows:
+        return pd.DataFrame()
     return pd.DataFrame(rows).sort_values(METRIC, ascending=False).reset_index(drop=True)
 
 
@@ -113,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from common.tracking import MlflowLogger, is_store_uri
     from finetune.config import FinetuneConfig, task_config_path
+    from sweeps.reuse import covers, reused_row
     from sweeps.space import load_space
 
     a.config = str(Path(a.config or task_config_path(a.task)).resolve())
@@ -123,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"train.epochs={a.epochs}", f"experiment={a.experiment!r}"] + list(a.overrides)
     values = flatten(load_config(FinetuneConfig, a.config, base_overrides))  # fails fast on a bad override
     start = {k: values[k] for k in space} if a.start == "config" else None
+    reused = [reused_row(run, a.config, base_overrides, space) for run in a.reuse]
+    if start and covers(reused, start):
+        print("--start config: a reused run already has the config's own values; every trial is drawn")
+        start = None
     name = a.name or f"sweep-{a.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = Path(absolute(a.storage))
     tracking = a.tracking_uri if is_store_uri(a.tracking_uri) or a.tracking_uri == "none" else \
@@ -132,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         parent = MlflowLogger(name, tracking, a.experiment, tags={"sweep": name, "task": a.task})
         parent.log_params({"task": a.task, "data": a.data, "init": a.init, "samples": a.samples,
                            "epochs": a.epochs, "space": Path(a.space).name, **{f"space.{k}": str(v)
-                                                                               for k, v in space.items()}})
+                                                                               for k, v in space.items()},
+                           **({"reused": ", ".join(r["trial_id"] for r in reused)} if reused else {})})
     base = {"config": absolute(a.config), "overrides": base_overrides, "tracking_uri": tracking,
             "parent_run_id": parent.run_id if parent else None, "cpus": a.cpus_per_trial,
             "inject_failure": a.inject_failure}
@@ -142,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     status = "FINISHED"
     try:
         grid = make_tuner(a, space, base, name, storage, start).fit()
-        report(grid, space, storage / name, name, parent)
+        report(grid, space, storage / name, name, parent, reused)
     except BaseException:
         status = "FAILED"
         raise
@@ -178,25 +193,32 @@ def make_tuner(a, space: dict, base: dict, name: str, storage: Path, start: dict
                                                   scheduler=scheduler, search_alg=search))
 
 
-def report(grid, space: dict, out: Path, name: str, parent) -> None:
-    """results.csv, best.json and plots in `out`; the table on stdout; the best dev F1 and the files on the parent
-    MLflow run, whose stopped children are closed."""
+def report(grid, space: dict, out: Path, name: str, parent, reused: list[dict] = ()) -> None:
+    """results.csv, best.json and plots in `out` (the trials and the `reused` runs' rows); the table on stdout; the
+    best dev F1 and the files on the parent MLflow run, whose stopped children are closed."""
+    import pandas as pd
+
     from sweeps.plots import plot_sweep
 
     table = results_table(grid, list(space))
+    if reused:
+        table = pd.concat([table, pd.DataFrame(list(reused))], ignore_index=True)
+        table = table.sort_values(METRIC, ascending=False).reset_index(drop=True)
     if table.empty:
         raise MmieError(f"{name}: no trial reported {METRIC} ({len(grid.errors)} errors)")
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "results.csv", index=False)
     plots = plot_sweep(table, out)
     best = table.iloc[0].to_dict()
-    summary = {"name": name, "trials": len(grid), "errored_trials": len(grid.errors),
+    summary = {"name": name, "trials": len(grid) + len(reused), "reused": len(reused),
+               "errored_trials": len(grid.errors),
                "best": {k.replace("config/", ""): v for k, v in best.items()}, "storage": str(out),
                "mlflow_parent_run": parent.run_id if parent else None}
     (out / "best.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     shown = table.drop(columns=["mlflow_run_id"])
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print(f"best of {len(grid)} trials ({len(grid.errors)} errored after retries): "
+    print(f"best of {summary['trials']} trials ({len(grid.errors)} errored after retries"
+          + (f"; {len(reused)} a reused run" if reused else "") + "): "
           + ", ".join(f"{k}={v}" for k, v in summary["best"].items() if k in space or k == METRIC))
     if parent:
         parent.log_metrics({"best_dev_f1": float(best[METRIC])}, 0)
@@ -206,9 +228,10 @@ def report(grid, space: dict, out: Path, name: str, parent) -> None:
 
 
 def close_stopped_runs(parent, table) -> None:
-    """A trial killed without the chance to close its MLflow run is marked KILLED, not left RUNNING."""
-    for run_id in table["mlflow_run_id"]:
-        if isinstance(run_id, str) and run_id:
+    """A trial killed without the chance to close its MLflow run is marked KILLED, not left RUNNING (a reused run
+    is left as it is: it may live in another store)."""
+    for trial, run_id in zip(table["trial_id"], table["mlflow_run_id"]):
+        if isinstance(run_id, str) and run_id and not str(trial).startswith("reused:"):
             run = parent.client.get_run(run_id)
             if run.info.status == "RUNNING":
                 parent.client.set_terminated(run_id, status="KILLED")
