@@ -1,6 +1,7 @@
 """python -m common.steps --log FILE --step NAME -- COMMAND [ARGS...] — run one step of a pipeline (the demo's data,
-shards, pretraining, ...) and append its wall time and exit status to FILE as a JSON line; exits with the
-command's status. common.summary reads the file back as "where the time went"."""
+shards, pretraining, ...) and append its wall time, start and end (Unix seconds) and exit status to FILE as a JSON
+line; exits with the command's status. Steps may run side by side (each appends one short line). common.summary
+reads the file back as "where the time went"."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ from common.errors import MmieError, cli_main
 def run_step(log: Path, step: str, command: list[str]) -> int:
     if not command:
         raise MmieError(f"step {step!r}: no command given after --")
-    start = time.perf_counter()
+    start, began = time.perf_counter(), time.time()
     try:
         rc = subprocess.run(command).returncode
     except FileNotFoundError:
@@ -24,8 +25,16 @@ def run_step(log: Path, step: str, command: list[str]) -> int:
         rc = 130
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
-        f.write(json.dumps({"step": step, "seconds": round(time.perf_counter() - start, 1), "rc": rc}) + "\n")
+        f.write(json.dumps({"step": step, "seconds": round(time.perf_counter() - start, 1), "rc": rc,
+                            "start": round(began, 1), "end": round(time.time(), 1)}) + "\n")
     return rc
+
+
+def wall_seconds(steps: list[dict]) -> float:
+    """First start to last end when every step has them (steps that ran side by side count once), else the sum."""
+    if steps and all("start" in s and "end" in s for s in steps):
+        return max(s["end"] for s in steps) - min(s["start"] for s in steps)
+    return sum(s["seconds"] for s in steps)
 
 
 def read_steps(log: Path) -> list[dict]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from common.errors import MmieError, cli_main
-from common.steps import read_steps
+from common.steps import read_steps, wall_seconds
 
 
 def _load(path: Path) -> dict | None:
@@ -73,8 +73,7 @@ def _later_stages(run: Path, lines: list[str]) -> list[str]:
                      f"beta {best.get('align.beta', nan):.3f}, K {best.get('align.k')}")
     steps = read_steps(run / "steps.jsonl")
     if steps:
-        total = sum(s["seconds"] for s in steps)
-        lines.append(f"  time      {total / 60:.1f} min over {len(steps)} steps: " + ", ".join(
+        lines.append(f"  time      {wall_seconds(steps) / 60:.1f} min over {len(steps)} steps: " + ", ".join(
             f"{s['step']} {s['seconds']:.0f} s" + ("" if s["rc"] == 0 else f" (exit {s['rc']})") for s in steps))
     if len(lines) == 1:
         lines.append("  (nothing yet)")

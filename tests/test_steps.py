@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from common.steps import read_steps
+from common.steps import read_steps, wall_seconds
 from common.summary import summarise
 
 
@@ -21,6 +21,19 @@ def test_a_step_is_timed_its_status_passed_on_and_the_summary_lists_it(tmp_path)
     (line,) = [x for x in summarise(tmp_path / "demo") if x.strip().startswith("time")]
     assert "over 2 steps" in line and "data 0 s" in line and "zoo 0 s (exit 3)" in line
     json.loads(log.read_text().splitlines()[0])  # one JSON object per line
+    assert steps[0]["start"] <= steps[0]["end"] <= steps[1]["start"] <= steps[1]["end"]
+
+
+def test_steps_side_by_side_count_once_in_the_wall_time(tmp_path):
+    log = tmp_path / "demo" / "steps.jsonl"
+    sleep = [sys.executable, "-c", "import time; time.sleep(1.5)"]
+    procs = [subprocess.Popen([sys.executable, "-m", "common.steps", "--log", str(log), "--step", name, "--",
+                               *sleep]) for name in ("a", "b")]
+    assert [p.wait() for p in procs] == [0, 0]
+    steps = read_steps(log)
+    assert sorted(s["step"] for s in steps) == ["a", "b"] and sum(s["seconds"] for s in steps) >= 3.0
+    assert wall_seconds(steps) < sum(s["seconds"] for s in steps) - 1.0  # they overlapped: not the sum
+    assert wall_seconds([{"step": "old", "seconds": 2.0, "rc": 0}]) == 2.0  # a log from before start/end: the sum
 
 
 def test_a_missing_command_is_a_clear_error(tmp_path):
