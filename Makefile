@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The whole chain on synthetic data: data -> zoo check -> shards -> pretraining (2 DeepSpeed ranks) ->
-# fine-tuning with and without the pretrained init -> a small sweep -> a summary. About 20 minutes on 2 cores.
+# fine-tuning with and without the pretrained init -> a small sweep -> a summary. About 10 minutes on 2 cores.
 demo: $(STAMP)
 	@mkdir -p $(DEMO) && rm -f $(STEPS)
 	$(STEP) data -- $(LOOPBACK) $(PY) -m common.synthetic --out $(DEMO)/data --seed 0 --news 1000

@@ -218,7 +218,7 @@ def report(grid, space: dict, out: Path, name: str, parent, reused: list[dict] =
     shown = table.drop(columns=["mlflow_run_id"])
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print(f"best of {summary['trials']} trials ({len(grid.errors)} errored after retries"
-          + (f"; {len(reused)} a reused run" if reused else "") + "): "
+          + (f"; {len(reused)} of them reused" if reused else "") + "): "
           + ", ".join(f"{k}={v}" for k, v in summary["best"].items() if k in space or k == METRIC))
     if parent:
         parent.log_metrics({"best_dev_f1": float(best[METRIC])}, 0)

@@ -69,7 +69,7 @@ def test_four_trial_sweep_with_asha_mlflow_and_a_retried_failure(synth_dir, fini
            str(mlruns), "--name", "t", "--inject-failure", "--reuse", str(finished_run), *TINY]
     r = subprocess.run(cmd, capture_output=True, text=True, env=ray_env(tmp_path), timeout=900, cwd=tmp_path)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-    assert "best of 5 trials (0 errored after retries; 1 a reused run)" in r.stdout
+    assert "best of 5 trials (0 errored after retries; 1 of them reused)" in r.stdout
     best = json.loads((storage / "t" / "best.json").read_text())
     assert {"align.alpha", "align.beta", "align.k", "dev_f1"} <= set(best["best"])
     assert best["trials"] == 5 and best["reused"] == 1
