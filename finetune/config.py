@@ -106,6 +106,8 @@ class HeadConfig:
     # CRF) trained on the gold entities, its per-word NLL at this weight beside the grid's loss; an auxiliary task
     # only: decoding still reads the grid
     tune_none: bool = True  # MRE/MJERE: choose on dev the margin by which `None` must win (calibration.py)
+    label_smoothing: float = 0.0  # MNER: > 0 adds, per word, this times the cross-entropy of the emission softmax
+    # against the uniform distribution (label smoothing's extra term, on the CRF's emissions; the CRF NLL stays whole)
     bio_constraints: bool = False  # MNER (and MJERE's tagger): the CRF gives no probability to invalid BIO paths
     # (I-X only after B-X or I-X), and MNER trains on valid BIO (an entity's first word B-, however the file spells
     # it; the entities are the same under seqeval's lenient chunking, which scores them)
@@ -114,7 +116,7 @@ class HeadConfig:
         check_ranges("head", self, {"hidden": (1, None), "pos_dim": (1, None), "char_dim": (0, None),
                                     "position_dim": (1, None),
                                     "max_positions": (1, None), "dropout": (0.0, 0.99), "none_weight": (1e-6, None),
-                                    "entity_tagger": (0.0, None)})
+                                    "entity_tagger": (0.0, None), "label_smoothing": (0.0, 1.0)})
 
 
 @dataclass

@@ -160,7 +160,12 @@ class Extractor(nn.Module):
     def main_loss(self, f: dict, batch: dict) -> torch.Tensor:
         """The task's own loss: CRF NLL (MNER) or the NLL of the marked pair (MRE) or of the grid (MJERE)."""
         if self.task == "mner":
-            return self.crf.nll(self.emissions(f["words"], batch), batch["tags"], batch["word_mask"])
+            emissions = self.emissions(f["words"], batch)
+            loss = self.crf.nll(emissions, batch["tags"], batch["word_mask"])
+            if self.cfg.head.label_smoothing > 0:  # per sentence, like the NLL: its words' CE to the uniform
+                uniform_ce = -(torch.log_softmax(emissions, -1).mean(-1) * batch["word_mask"]).sum(1).mean()
+                loss = loss + self.cfg.head.label_smoothing * uniform_ce
+            return loss
         if self.task == "mre":
             return grid_loss(self.relation_out(f, batch), batch["relation"], self.class_weight,
                              self.cfg.head.text_channel_loss)

@@ -72,6 +72,32 @@ def test_the_total_is_the_weighted_sum_of_the_named_terms(kind, extra):
     assert (out["sw_loss"] > 0) == (kind == "imm")
 
 
+def test_label_smoothing_adds_the_emissions_cross_entropy_to_the_uniform_per_sentence():
+    from common.fusion import FusionEncoder, ModelConfig
+    from finetune.batches import Features, collate
+    from finetune.images import STAND_IN
+    from finetune.model import Extractor
+
+    model_cfg = ModelConfig(vision="patch:16:32", image_size=32, fusion_layers=1)
+    feats = [Features([101, 2000 + i, 2001, 2002, 102], 5, [1, 2, 3][: 3 - i], [1, 2, 0][: 3 - i],
+                      [2, 2, 2][: 3 - i], STAND_IN, [1, 2, 0][: 3 - i]) for i in range(2)]  # three words, two
+    batch = collate(feats, {STAND_IN: torch.zeros(3, 32, 32)}, 0, "mner")
+    losses = {}
+    for eps in (0.0, 0.2):
+        torch.manual_seed(0)
+        cfg = FinetuneConfig(model=model_cfg, head=HeadConfig(label_smoothing=eps, dropout=0.0))
+        model = Extractor(FusionEncoder(cfg.model), cfg, ["O", "B-PER", "I-PER"]).eval()
+        f = model.features(batch)
+        losses[eps] = model.main_loss(f, batch)
+        logp = torch.log_softmax(model.emissions(f["words"], batch), -1)
+    # the two-word post's third word is padding: it adds nothing
+    per_post = [-logp[0, :3].mean(-1).sum(), -logp[1, :2].mean(-1).sum()]
+    assert torch.allclose(losses[0.2] - losses[0.0], 0.2 * sum(per_post) / 2, atol=1e-5)
+    assert losses[0.2] > losses[0.0]
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        HeadConfig(label_smoothing=1.5)
+
+
 def test_finetune_parameter_groups_and_schedule():
     from common.fusion import FusionEncoder, ModelConfig
     from finetune.config import TrainConfig
