@@ -68,7 +68,8 @@ def _later_stages(run: Path, lines: list[str]) -> list[str]:
     sweep = _load(run / "sweeps" / "demo-sweep" / "best.json")
     if sweep:
         best = sweep["best"]
-        lines.append(f"  sweep     {sweep['trials']} trials ({sweep['errored_trials']} errored): best dev F1 "
+        reused = f"{sweep['reused']} reused, " if sweep.get("reused") else ""
+        lines.append(f"  sweep     {sweep['trials']} trials ({reused}{sweep['errored_trials']} errored): best dev F1 "
                      f"{100 * best['dev_f1']:.2f} at alpha {best.get('align.alpha', nan):.3f}, "
                      f"beta {best.get('align.beta', nan):.3f}, K {best.get('align.k')}")
     steps = read_steps(run / "steps.jsonl")

@@ -39,13 +39,13 @@ def reused_row(run: str | Path, config: str | Path, overrides: list[str], space:
     if diff:
         raise ConfigError(f"--reuse {run}: {diff[0]}={have.get(diff[0])!r} in {saved}, but the sweep trains with "
                           f"{diff[0]}={asked[diff[0]]!r}; a reused run must be trained as the trials are")
-    m = json.loads(metrics_path.read_text())
     try:
+        m = json.loads(metrics_path.read_text())
         return {METRIC: float(m["dev"]["f1"]), "epochs": int(m["epochs"]), "test_f1": float(m["test"]["f1"]),
                 "stopped_early": False, **{f"config/{k}": have[k] for k in space},
                 "trial_id": f"reused:{run.name}", "mlflow_run_id": m.get("mlflow_run_id"), "node_id": None}
     except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"--reuse {run}: {metrics_path} lacks dev/test F1 or epochs ({e!r})") from None
+        raise ConfigError(f"--reuse {run}: {metrics_path} is not a finished run's metrics (no dev/test F1 or epochs: {e!r})") from None
 
 
 def covers(reused: list[dict], values: dict) -> bool:

@@ -40,3 +40,12 @@ def test_a_missing_command_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "common.steps", "--log", str(tmp_path / "s.jsonl"), "--step", "x",
                         "--", "/nonexistent/tool"], capture_output=True, text=True)
     assert r.returncode == 2 and "command not found: /nonexistent/tool" in r.stderr
+
+
+def test_the_summary_says_how_many_sweep_trials_were_reused(tmp_path):
+    best = tmp_path / "demo" / "sweeps" / "demo-sweep" / "best.json"
+    best.parent.mkdir(parents=True)
+    best.write_text(json.dumps({"trials": 3, "reused": 1, "errored_trials": 0,
+                                "best": {"dev_f1": 0.9346, "align.alpha": 0.2, "align.beta": 0.2, "align.k": 3}}))
+    (line,) = [x for x in summarise(tmp_path / "demo") if x.strip().startswith("sweep")]
+    assert "3 trials (1 reused, 0 errored): best dev F1 93.46 at alpha 0.200, beta 0.200, K 3" in line

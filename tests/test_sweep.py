@@ -39,7 +39,7 @@ def finished_run(synth_dir, tmp_path_factory) -> Path:
     return run
 
 
-def test_a_reused_run_must_be_trained_as_the_trials_are(synth_dir, finished_run):
+def test_a_reused_run_must_be_trained_as_the_trials_are(synth_dir, finished_run, tmp_path):
     from common.errors import ConfigError
     from finetune.config import task_config_path
     from sweeps.reuse import covers, reused_row
@@ -60,6 +60,14 @@ def test_a_reused_run_must_be_trained_as_the_trials_are(synth_dir, finished_run)
         reused_row(finished_run, task_config_path("mner"), [*base, "train.epochs=3"], space)
     with pytest.raises(ConfigError, match=r"does not exist \(not a finished fine-tuning run\)"):
         reused_row(finished_run / "model", task_config_path("mner"), base, space)
+    import shutil
+
+    cut = tmp_path / "cut-off"
+    cut.mkdir()
+    shutil.copy(finished_run / "config.yaml", cut / "config.yaml")
+    (cut / "metrics.json").write_text('{"dev": {"f1": 0.5')  # a run killed while writing its metrics
+    with pytest.raises(ConfigError, match=r"cut-off/metrics\.json is not a finished run's metrics"):
+        reused_row(cut, task_config_path("mner"), base, space)
 
 
 def test_four_trial_sweep_with_asha_mlflow_and_a_retried_failure(synth_dir, finished_run, tmp_path):
