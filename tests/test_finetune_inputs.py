@@ -324,3 +324,20 @@ def test_an_empty_cache_variable_is_unset_not_the_working_directory(tmp_path, mo
     monkeypatch.setenv("MMIE_CACHE", "")
     assert cache_dir() == tmp_path / "home" / ".cache" / "mmie"
     assert list(tmp_path.iterdir()) == [tmp_path / "home"]  # nothing written where the command ran
+
+
+def test_each_python_environment_builds_deepspeeds_ops_in_its_own_folder(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from common.offline import extensions_dir
+
+    here = extensions_dir(tmp_path)
+    assert here.parent == tmp_path / "torch_extensions" and here == extensions_dir(tmp_path)  # stable per venv
+    monkeypatch.setattr(sys, "prefix", "/elsewhere/.venv")
+    assert extensions_dir(tmp_path) != here  # another clone's venv: another folder, so neither rebuilds the other's
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_EXTENSIONS_DIR"}
+    got = subprocess.run([sys.executable, "-c", "import common, os; print(os.environ['TORCH_EXTENSIONS_DIR'])"],
+                         capture_output=True, text=True, env={**env, "MMIE_CACHE": str(tmp_path)}, check=True)
+    assert got.stdout.strip() == str(here)  # what every process of this venv uses (common sets it on import)
