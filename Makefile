@@ -52,15 +52,15 @@ demo: $(STAMP)
 	$(STEP) zoo -- $(LOOPBACK) $(PY) -m common.zoo --report $(DEMO)/zoo.json
 	$(STEP) shards-train -- $(LOOPBACK) $(PY) -m pretrain.prepare --annotations $(NEWS)/annotations/train.json \
 	  --data-json $(NEWS)/data.json --images $(NEWS) --out $(DEMO)/shards/train --max-boxes 4 --teacher-size 96 \
-	  --shard-size 200
+	  --shard-size 200 --threads 2
 	$(STEP) shards-val -- $(LOOPBACK) $(PY) -m pretrain.prepare --annotations $(NEWS)/annotations/val.json \
 	  --data-json $(NEWS)/data.json --images $(NEWS) --out $(DEMO)/shards/val \
-	  --vocab $(DEMO)/shards/train/vocab.json --max-boxes 4 --teacher-size 96 --shard-size 200
+	  --vocab $(DEMO)/shards/train/vocab.json --max-boxes 4 --teacher-size 96 --shard-size 200 --threads 2
 	rm -rf $(DEMO)/pretrain
 	$(STEP) pretrain -- $(LOOPBACK) $(VENV)/bin/deepspeed --num_gpus 2 --master_addr 127.0.0.1 pretrain/run.py \
 	  --config pretrain/configs/tiny.yaml --run-dir $(DEMO)/pretrain --tracking-uri $(MLRUNS) \
-	  data.train=$(DEMO)/shards/train data.val=$(DEMO)/shards/val train.steps=40 train.eval_every=20 \
-	  train.ckpt_every=20
+	  data.train=$(DEMO)/shards/train data.val=$(DEMO)/shards/val train.steps=30 train.eval_every=15 \
+	  train.ckpt_every=15
 	@echo "fine-tuning with the pretrained init and with the zoo weights side by side, one core each (~4 min);" \
 	  "follow them with: tail -f $(DEMO)/finetune/*.log"
 	$(MAKE) --no-print-directory -j2 demo-finetune-pretrained demo-finetune-zoo
