@@ -227,3 +227,8 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def differing_keys(have: dict, want: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys of two flattened configs whose values differ (a key one lacks differs), `ignore`d keys aside."""
+    return [k for k in {**have, **want} if k not in ignore and have.get(k) != want.get(k)]

@@ -71,12 +71,17 @@ class FusionEncoder(nn.Module):
             for layer in self.fusion:
                 layer.apply(self.text.model._init_weights)
 
+    @property
+    def fusion_pretrained(self) -> bool:
+        """The fusion layers start from (copies of) the text encoder's upper layers, not fresh weights."""
+        return self.cfg.fusion_init != "fresh"
+
     def pretrained_prefixes(self, under: str = "") -> tuple[str, ...]:
         """Name prefixes of the parameters that start from pretrained weights and so train at the encoder learning
         rate: the text and vision encoders, and the fusion layers when they are (copies of) the text encoder's upper
         layers; `under` is this module's name in its parent (e.g. "encoder."). The projections, type and patch
         embeddings and fresh fusion layers train at the head learning rate, also when they come from an export."""
-        names = ("text.", "vision.") + (("fusion.",) if self.cfg.fusion_init != "fresh" else ())
+        names = ("text.", "vision.") + (("fusion.",) if self.fusion_pretrained else ())
         return tuple(under + n for n in names)
 
     def layers_below_top(self, name: str, under: str = "") -> int:
@@ -88,7 +93,7 @@ class FusionEncoder(nn.Module):
         parameter (vision, projections) is at the top, 0."""
         name = name.removeprefix(under)
         n_text = len(self.text.model.encoder.layer)
-        n_fusion = len(self.fusion) if self.cfg.fusion_init != "fresh" else 0
+        n_fusion = len(self.fusion) if self.fusion_pretrained else 0
         parts = name.split(".")
         if n_fusion and name.startswith("fusion.") and parts[1].isdigit():
             return n_fusion - 1 - int(parts[1])

@@ -60,7 +60,7 @@ def build_config(a):
 def resume_config(a):
     """The run's saved config.yaml; flags or overrides given beside --resume must agree with it (--threads may
     differ: it changes speed, not the run)."""
-    from common.config import flatten
+    from common.config import differing_keys, flatten
     from common.errors import ConfigError
     from finetune.config import FinetuneConfig
 
@@ -71,7 +71,7 @@ def resume_config(a):
         raise ConfigError(f"--resume: {saved} does not exist (not a fine-tuning run directory)")
     cfg = load_config(FinetuneConfig, saved)
     asked, have = flatten(build_config(argparse.Namespace(**{**vars(a), "config": a.config or saved}))), flatten(cfg)
-    diff = [k for k in have if asked.get(k) != have[k] and k != "train.threads"]
+    diff = differing_keys(have, asked, ignore=("train.threads",))
     if diff:
         raise ConfigError(f"--resume: {diff[0]}={asked.get(diff[0])!r} differs from the run's {diff[0]}="
                           f"{have[diff[0]]!r} ({saved}); a resumed run keeps its config")

@@ -94,8 +94,9 @@ def run_trial(params: dict, base: dict) -> None:
                  "mlflow_run_id": run_id, "node_id": node, "finished": 1})
 
 
-def results_table(grid, keys: list[str]):
-    """One row per trial: its best dev F1, the epochs it ran, test F1 (finished trials), its config."""
+def results_table(grid, keys: list[str], reused: list[dict] = ()):
+    """One row per trial: its best dev F1, the epochs it ran, test F1 (finished trials), its config; then the
+    `reused` runs' rows (sweeps/reuse.py); best first."""
     import pandas as pd
 
     rows = []
@@ -111,6 +112,7 @@ def results_table(grid, keys: list[str]):
                      **{f"config/{k}": r.config.get(k) for k in keys},
                      "trial_id": last.get("trial_id"), "mlflow_run_id": last.get("mlflow_run_id"),
                      "node_id": last.get("node_id")})
+    rows += list(reused)
     if not rows:
         return pd.DataFrame()
     return pd.DataFrame(rows).sort_values(METRIC, ascending=False).reset_index(drop=True)
@@ -196,14 +198,9 @@ def make_tuner(a, space: dict, base: dict, name: str, storage: Path, start: dict
 def report(grid, space: dict, out: Path, name: str, parent, reused: list[dict] = ()) -> None:
     """results.csv, best.json and plots in `out` (the trials and the `reused` runs' rows); the table on stdout; the
     best dev F1 and the files on the parent MLflow run, whose stopped children are closed."""
-    import pandas as pd
-
     from sweeps.plots import plot_sweep
 
-    table = results_table(grid, list(space))
-    if reused:
-        table = pd.concat([table, pd.DataFrame(list(reused))], ignore_index=True)
-        table = table.sort_values(METRIC, ascending=False).reset_index(drop=True)
+    table = results_table(grid, list(space), reused)
     if table.empty:
         raise MmieError(f"{name}: no trial reported {METRIC} ({len(grid.errors)} errors)")
     out.mkdir(parents=True, exist_ok=True)

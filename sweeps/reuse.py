@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.config import flatten, load_config
+from common.config import differing_keys, flatten, load_config
 from common.errors import ConfigError
 from sweeps.space import METRIC
 
@@ -35,10 +35,10 @@ def reused_row(run: str | Path, config: str | Path, overrides: list[str], space:
     at_run = [f"{k}={have[k]!r}" for k in space]
     asked = _absolute(flatten(load_config(FinetuneConfig, config, overrides + at_run)))
     have = _absolute(have)
-    diff = [k for k in asked if asked[k] != have.get(k) and k not in IGNORED]
+    diff = differing_keys(have, asked, IGNORED)
     if diff:
         raise ConfigError(f"--reuse {run}: {diff[0]}={have.get(diff[0])!r} in {saved}, but the sweep trains with "
-                          f"{diff[0]}={asked[diff[0]]!r}; a reused run must be trained as the trials are")
+                          f"{diff[0]}={asked.get(diff[0])!r}; a reused run must be trained as the trials are")
     try:
         m = json.loads(metrics_path.read_text())
         return {METRIC: float(m["dev"]["f1"]), "epochs": int(m["epochs"]), "test_f1": float(m["test"]["f1"]),
