@@ -61,7 +61,7 @@ demo: $(STAMP)
 	  --config pretrain/configs/tiny.yaml --run-dir $(DEMO)/pretrain --tracking-uri $(MLRUNS) \
 	  data.train=$(DEMO)/shards/train data.val=$(DEMO)/shards/val train.steps=30 train.eval_every=15 \
 	  train.ckpt_every=15
-	@echo "fine-tuning with the pretrained init and with the zoo weights side by side, one core each (~4 min);" \
+	@echo "fine-tuning with the pretrained init and with the zoo weights side by side, one core each (~3.5 min);" \
 	  "follow them with: tail -f $(DEMO)/finetune/*.log"
 	$(MAKE) --no-print-directory -j2 demo-finetune-pretrained demo-finetune-zoo
 	$(STEP) viewer -- $(LOOPBACK) $(PY) -m finetune.view --run $(DEMO)/finetune/mner-pretrained \
